@@ -1,0 +1,27 @@
+"""dlrig deploys: compositions of roles. The files beside this one are pyinfra deploy files.
+
+``pyinfra INVENTORY deploys/workstation.py`` runs every role in order; ``dlrig apply`` runs the
+same file after validating settings and resolving the GPU stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+
+from dlrig.roles import load, parse_roles
+
+DEPLOYS = Path(__file__).resolve().parent
+
+
+def deploy_file(name: str = "workstation") -> str:
+    return str(DEPLOYS / f"{name}.py")
+
+
+def run_roles(default: list[str] | None = None) -> None:
+    """Apply the roles this host asks for (``dlrig_roles``), or ``default``, in dlrig's order."""
+    wanted = host.data.get("dlrig_roles")
+    for name in parse_roles(wanted if wanted is not None else default):
+        role = load(name)
+        getattr(role, name)()

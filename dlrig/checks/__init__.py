@@ -1,0 +1,1 @@
+"""Shipped testinfra checks, one module per role (run by ``dlrig verify``)."""

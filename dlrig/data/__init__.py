@@ -1,0 +1,1 @@
+"""Fact tables shipped with dlrig (GPU table, compatibility tables)."""
