@@ -35,6 +35,12 @@ COMMON_DEFAULTS = declare(
         else f"unknown role(s) {sorted(set(v) - set(ORDER))}; known: {', '.join(ORDER)}",
     ),
     Setting(
+        "cpu_only",
+        False,
+        "bool",
+        "no GPU stack: skip the NVIDIA roles and install a CPU build of torch",
+    ),
+    Setting(
         "workstation_user",
         None,
         "str",
@@ -50,6 +56,23 @@ def template(name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"template {name} not found in {TEMPLATES}")
     return str(path)
+
+
+def setting(key: str):
+    """A setting of the current host, with its declared default (for roles reading other roles' keys)."""
+    from pyinfra import host
+
+    from dlrig.settings import registry
+
+    return host.data.get(key, registry()[key].default)
+
+
+def owner() -> str:
+    """The rig's owner: ``workstation_user``, else the SSH login user, else who pyinfra runs as."""
+    from pyinfra import host
+    from pyinfra.facts.server import User
+
+    return setting("workstation_user") or host.data.get("ssh_user") or host.get_fact(User, _sudo=False)
 
 
 def load(name: str) -> ModuleType:
