@@ -173,10 +173,20 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
 
 @main.command()
 @click.option("--role", help="Only this role's settings.")
-def settings(role: str | None) -> None:
+@click.option("--python", "as_python", is_flag=True, help="As commented inventory lines (for inventories/*.py).")
+@click.option("--write", "write_to", type=click.Path(exists=True, dir_okay=False),
+              help="With --python: refresh the generated block of this inventory file.")
+def settings(role: str | None, as_python: bool, write_to: str | None) -> None:
     """List every setting: key, default, allowed values and help."""
-    from dlrig.settings import registry
+    from dlrig.settings import commented_defaults, registry, write_commented_defaults
 
+    if write_to:
+        changed = write_commented_defaults(write_to)
+        click.echo(f"{write_to}: {'updated' if changed else 'already up to date'}")
+        return
+    if as_python:
+        click.echo(commented_defaults(role))
+        return
     for s in sorted(registry().values(), key=lambda s: (s.role, s.key)):
         if role and s.role != role:
             continue

@@ -157,7 +157,7 @@ def validate_host_data(host: str, data: dict[str, Any]) -> list[str]:
     for key in sorted(data):
         value = data[key]
         if key not in known:
-            if key in ours_and_pyinfra or key.startswith("_"):
+            if key in ours_and_pyinfra:
                 continue  # pyinfra's own (connector data, global arguments, private keys)
             close = difflib.get_close_matches(key, sorted(ours_and_pyinfra), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else "; see `dlrig settings` for the known keys"
@@ -173,3 +173,37 @@ def validate_host_data(host: str, data: dict[str, Any]) -> list[str]:
         if bad is not None:
             errors.append(f"{host}: {key} = {bad} is not allowed; use {s.allowed()} ({s.help})")
     return errors
+
+
+def commented_defaults(role: str | None = None, indent: str = "            ") -> str:
+    """Every setting as a commented ``"key": default,`` line, grouped by role in apply order."""
+    from dlrig.roles import ORDER
+
+    order = {name: i for i, name in enumerate(("dlrig", *ORDER))}
+    lines: list[str] = []
+    current = None
+    for s in sorted(registry().values(), key=lambda s: (order.get(s.role, 99), s.key)):
+        if role and s.role != role:
+            continue
+        if s.role != current:
+            current = s.role
+            lines.append(f"{indent}# --- {s.role} ---")
+        lines.append(f'{indent}# "{s.key}": {s.default!r},  # {s.allowed()}: {s.help}')
+    return "\n".join(lines)
+
+
+BEGIN_MARK = "# >>> every setting with its default (generated: dlrig settings --python --write FILE) >>>"
+END_MARK = "# <<< every setting <<<"
+
+
+def write_commented_defaults(path: str) -> bool:
+    """Refresh the generated block of an inventory file; True when it changed."""
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    start, end = text.index(BEGIN_MARK), text.index(END_MARK)
+    indent = text[text.rindex("\n", 0, start) + 1 : start]
+    new = text[: start + len(BEGIN_MARK)] + "\n" + commented_defaults(indent=indent) + "\n" + indent + text[end:]
+    if new != text:
+        Path(path).write_text(new)
+    return new != text

@@ -15,6 +15,14 @@ from dlrig.settings import Setting, declare
 
 ORDER: tuple[str, ...] = (
     "base",
+    "conda",
+    "pytorch",
+    "jupyter",
+    "ssh",
+    "firewall",
+    "power",
+    "dualboot",
+    "unattended_upgrades",
 )
 
 # Installed, templates/ sits beside roles/ inside the dlrig package; in a checkout, beside it at

@@ -1,0 +1,337 @@
+"""Helpers of the Python ML stack roles (conda, pytorch, jupyter) that need no host.
+
+Pure functions the roles, the CLI and the tests share: paths derived from the settings, the
+torch wheel source (from :mod:`dlrig.resolver`, overridable by ``pip_index_url`` and
+``pip_find_links``), requirement parsing, the Jupyter password hash (computed on the
+controller, never written or logged in clear) and the SSH tunnel hint ``apply`` ends with.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+#: Debian's and Ubuntu's system trust store (update-ca-certificates writes it, extra CAs included).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+#: The systemd unit that runs JupyterLab.
+JUPYTER_UNIT = "dlrig-jupyter.service"
+#: Distribution names the pytorch role always installs after torch (normalized names).
+BASE_PACKAGES = ("fastai", "ipykernel")
+#: What the jupyter role installs into the environment.
+JUPYTER_PACKAGES = ("jupyterlab",)
+
+_HASH_RE = re.compile(r"^(argon2:\$argon2(id|i|d)\$.+|(sha1|sha256|sha512):[0-9a-f]+:[0-9a-f]{40,})$")
+
+
+# ------------------------------------------------------------------------------ paths
+
+def home_of(user: str) -> str:
+    return "/root" if user == "root" else f"/home/{user}"
+
+
+def conda_prefix(data: dict[str, Any], user: str) -> str:
+    return data.get("conda_prefix") or f"{home_of(user)}/miniforge3"
+
+
+def env_prefix(prefix: str, env_name: str) -> str:
+    return f"{prefix}/envs/{env_name}"
+
+
+def env_python(prefix: str, env_name: str) -> str:
+    return f"{env_prefix(prefix, env_name)}/bin/python"
+
+
+# ------------------------------------------------------------------------------ requirements
+
+def normalize(name: str) -> str:
+    """PEP 503 normalized distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(spec: str) -> str:
+    """The distribution name of a requirement string (``pandas>=2`` -> ``pandas``)."""
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+    if not m:
+        raise ValueError(f"{spec!r} is not a pip requirement (e.g. 'pandas' or 'pandas>=2.2')")
+    return normalize(m.group(1))
+
+
+def unsatisfied(specs: Iterable[str], installed: dict[str, str]) -> list[str]:
+    """The requirement strings that ``installed`` ({normalized name: version}) does not satisfy."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pragma: no cover - packaging comes with pip/pytest
+        Requirement = None  # type: ignore[assignment]
+    missing = []
+    for spec in specs:
+        name = requirement_name(spec)
+        version = installed.get(name)
+        if version is None:
+            missing.append(spec)
+            continue
+        if Requirement is not None:
+            req = Requirement(spec)
+            if req.specifier and not req.specifier.contains(version, prereleases=True):
+                missing.append(spec)
+    return missing
+
+
+def check_requirements(value: list) -> str | None:
+    """Setting check for ``extra_packages``: plain requirement strings, no pip options."""
+    for spec in value:
+        if not isinstance(spec, str) or spec.strip().startswith("-"):
+            return f"{spec!r}: give requirement strings such as 'pandas>=2.2', not pip options"
+        try:
+            requirement_name(spec)
+        except ValueError as e:
+            return str(e)
+        try:
+            from packaging.requirements import InvalidRequirement, Requirement
+        except ImportError:  # pragma: no cover
+            continue
+        try:
+            Requirement(spec)
+        except InvalidRequirement as e:
+            return f"{spec!r} is not a valid requirement: {e}"
+    return None
+
+
+# ------------------------------------------------------------------------------ torch source
+
+def base_version(version: str | None) -> str | None:
+    """``2.14.1+cu130`` -> ``2.14.1``."""
+    return version.split("+", 1)[0] if version else version
+
+
+def version_matches(wanted: str | None, have: str | None) -> bool:
+    """``2.14`` matches any 2.14.x, ``2.14.1`` only 2.14.1 (local labels such as +cu130 ignored)."""
+    if not wanted:
+        return have is not None
+    if not have:
+        return False
+    w, h = base_version(wanted).split("."), base_version(have).split(".")
+    return h[: len(w)] == w
+
+
+def torch_requirement(version: str | None) -> str:
+    """``torch==2.14.1``, or ``torch==2.14.*`` for a major.minor wish, or ``torch``."""
+    if not version:
+        return "torch"
+    v = base_version(version)
+    return f"torch=={v}" if v.count(".") >= 2 else f"torch=={v}.*"
+
+
+def torchvision_spec(torch_version: str | None) -> str:
+    """The torchvision requirement matching a torch release (torchvision 0.(m+15) pairs torch 2.m)."""
+    if not torch_version:
+        return "torchvision"
+    parts = base_version(torch_version).split(".")
+    if len(parts) < 2 or parts[0] != "2" or not parts[1].isdigit():
+        raise ValueError(f"torch_version {torch_version!r}: dlrig knows torchvision pairs for torch 2.x only")
+    return f"torchvision==0.{int(parts[1]) + 15}.*"
+
+
+def variant_cuda(variant: str | None) -> str | None:
+    """``cu128`` -> ``12.8``, ``cu130`` -> ``13.0``; ``cpu``/None -> None."""
+    m = re.fullmatch(r"cu(\d+)(\d)", variant or "")
+    return f"{int(m.group(1))}.{m.group(2)}" if m else None
+
+
+@dataclass(frozen=True)
+class TorchSource:
+    index_url: str
+    find_links: tuple[str, ...]
+    version: str | None  # None: the newest the index offers
+    variant: str  # "cpu", "cu128", ... (what the host needs; from the resolver)
+
+    @property
+    def gpu(self) -> bool:
+        return self.variant != "cpu"
+
+    def pip_args(self) -> list[str]:
+        args = ["--index-url", self.index_url]
+        for link in self.find_links:
+            args += ["--find-links", link]
+        return args
+
+    def requirements(self) -> list[str]:
+        return [torch_requirement(self.version), torchvision_spec(self.version)]
+
+
+def torch_source(data: dict[str, Any], resolution: Any | None) -> TorchSource:
+    """Where torch comes from: the resolver's index and version, overridden by the settings."""
+    torch = getattr(resolution, "torch", None)
+    variant = getattr(torch, "variant", None) or ("cpu" if data.get("cpu_only") else None)
+    if variant is None:
+        raise ValueError("the resolver gave no torch variant for this host")
+    index = data.get("pip_index_url") or getattr(torch, "index_url", None)
+    if not index:
+        index = f"https://download.pytorch.org/whl/{variant}"
+    version = data.get("torch_version") or getattr(torch, "version", None)
+    return TorchSource(index.rstrip("/"), tuple(data.get("pip_find_links") or ()), version, variant)
+
+
+def torch_needs_install(src: TorchSource, env: dict | None) -> str | None:
+    """Why torch must be (re)installed in ``env`` (the PythonEnv fact), or None when it fits."""
+    dists = (env or {}).get("dists", {})
+    have = dists.get("torch")
+    if have is None:
+        return "torch is not installed"
+    if src.version and not version_matches(src.version, have):
+        return f"torch {have} installed, torch_version is {src.version}"
+    if "torchvision" not in dists:
+        return "torchvision is not installed"
+    if src.gpu and not (env or {}).get("torch_cuda"):
+        return f"torch {have} is a CPU build but this host needs {src.variant}"
+    return None
+
+
+def torch_install_command(python: str, src: TorchSource, force_reinstall: bool = False) -> str:
+    """pip install torch+torchvision from ``src`` only, then refuse a CPU build on a GPU host."""
+    force = ["--force-reinstall"] if force_reinstall else []
+    pip = " ".join(shlex.quote(a) for a in [python, "-m", "pip", "install", *force,
+                                              *src.pip_args(), *src.requirements()])
+    if not src.gpu:
+        return pip
+    verify = (
+        f"{shlex.quote(python)} -c "
+        + shlex.quote(
+            "import torch, sys; c = torch.version.cuda; "
+            "sys.exit(0 if c else 'torch ' + torch.__version__ + ' is a CPU build but this host needs "
+            + src.variant + ": point pip_index_url at a CUDA index (e.g. https://download.pytorch.org/whl/"
+            + src.variant + ")')"
+        )
+    )
+    return f"{pip} && {verify}"
+
+
+def python_matches(wanted: str, have: str | None) -> bool:
+    return bool(have) and (have == wanted or have.startswith(wanted + "."))
+
+
+# ------------------------------------------------------------------------------ Jupyter password
+
+def check_password_hash(value: str) -> str | None:
+    """Setting check: a jupyter_server password hash, never a clear-text password."""
+    if _HASH_RE.match(value):
+        return None
+    return ("not a Jupyter password hash (argon2:$argon2id$... or sha1:salt:hex); "
+            "make one with `python -c 'from jupyter_server.auth import passwd; print(passwd())'` "
+            "or use `dlrig apply --jupyter-password-prompt`; never put a clear-text password here")
+
+
+def hash_password(password: str) -> str:
+    """The hash jupyter_server.auth.passwd() makes (argon2id, same parameters).
+
+    Without argon2-cffi on the controller, the salted ``sha512:salt:hex`` form that
+    jupyter_server's ``passwd_check`` also accepts.
+    """
+    if not password:
+        raise ValueError("empty password")
+    try:
+        import argon2
+    except ImportError:
+        salt = secrets.token_hex(6)
+        h = hashlib.sha512(password.encode("utf-8") + salt.encode("ascii"))
+        return f"sha512:{salt}:{h.hexdigest()}"
+    ph = argon2.PasswordHasher(memory_cost=10240, time_cost=10, parallelism=8)
+    return "argon2:" + ph.hash(password)
+
+
+def verify_password(hashed: str, password: str) -> bool:
+    """jupyter_server's passwd_check, for tests and the controller (no jupyter_server needed)."""
+    if hashed.startswith("argon2:"):
+        import argon2
+        import argon2.exceptions
+
+        try:
+            return argon2.PasswordHasher().verify(hashed[len("argon2:"):], password)
+        except argon2.exceptions.VerificationError:
+            return False
+    algorithm, salt, digest = hashed.split(":", 2)
+    h = hashlib.new(algorithm)
+    h.update(password.encode("utf-8") + salt.encode("ascii"))
+    return secrets.compare_digest(h.hexdigest(), digest)
+
+
+def jupyter_password_option(f: Callable) -> Callable:
+    """``--jupyter-password-prompt`` for ``dlrig apply``: ask for the password, hash it here.
+
+    The clear text stays in this process's memory: only the hash travels, as
+    ``--data jupyter_password_hash=HASH``. A decorator so cli.py needs one line.
+    """
+    import click
+
+    @functools.wraps(f)
+    def wrapper(*args, jupyter_password_prompt: bool = False, **kwargs):
+        if jupyter_password_prompt:
+            password = click.prompt("Jupyter password", hide_input=True, confirmation_prompt=True, err=True)
+            kwargs["data"] = (*kwargs.get("data", ()), f"jupyter_password_hash={hash_password(password)}")
+            del password
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--jupyter-password-prompt",
+        is_flag=True,
+        help="Ask for the Jupyter password and send only its hash (jupyter_password_hash).",
+    )(wrapper)
+
+
+# ------------------------------------------------------------------------------ SSH tunnel hint
+
+def _forward_target(ip: str) -> str:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    return "localhost" if addr.is_unspecified or str(addr) in ("127.0.0.1", "::1") else ip
+
+
+def tunnel_hint(host_name: str, data: dict[str, Any]) -> str:
+    """The laptop side: an ``ssh -N -L`` line and a ``~/.ssh/config`` stanza for JupyterLab."""
+    port = int(data.get("jupyter_port") or 8888)
+    target = _forward_target(str(data.get("jupyter_ip") or "127.0.0.1"))
+    address = data.get("ssh_hostname") or host_name
+    user = data.get("ssh_user") or data.get("workstation_user")
+    dest = f"{user}@{address}" if user else address
+    ssh_port = data.get("ssh_port")
+    key = data.get("ssh_key")
+    extra = (f" -p {ssh_port}" if ssh_port and int(ssh_port) != 22 else "") + (f" -i {key}" if key else "")
+    alias = re.sub(r"[^A-Za-z0-9._-]+", "-", host_name.removeprefix("@")) + "-jupyter"
+    stanza = [f"Host {alias}", f"    HostName {address}"]
+    if user:
+        stanza.append(f"    User {user}")
+    if ssh_port and int(ssh_port) != 22:
+        stanza.append(f"    Port {ssh_port}")
+    if key:
+        stanza.append(f"    IdentityFile {key}")
+    stanza += [f"    LocalForward {port} {target}:{port}", "    ExitOnForwardFailure yes"]
+    return "\n".join([
+        f"JupyterLab on {host_name}: open http://localhost:{port}/ after starting the tunnel:",
+        f"  ssh -N -L {port}:{target}:{port}{extra} {dest}",
+        "or add to ~/.ssh/config on your laptop, then run `ssh -N " + alias + "`:",
+        *("  " + line for line in stanza),
+    ])
+
+
+def echo_tunnel_hints(hosts: list, summary: dict | None = None, as_json: bool = False) -> None:
+    """Print :func:`tunnel_hint` for every host that got the jupyter role (stderr with --json)."""
+    import click
+
+    from dlrig.preflight import effective_data
+    from dlrig.roles import parse_roles
+
+    for h in hosts:
+        data = effective_data(h.data)
+        if "jupyter" not in parse_roles(data.get("dlrig_roles")):
+            continue
+        if summary is not None and h.name in summary and not summary[h.name].ok:
+            continue
+        click.echo("", err=as_json)
+        click.echo(tunnel_hint(h.name, data), err=as_json)

@@ -1,0 +1,166 @@
+"""Role ``conda``: Miniforge (conda-forge only) for the workstation user, checksum-verified.
+
+The installer is downloaded to a temporary folder, checked against ``conda_installer_sha256``
+and only then run (``bash installer -b -p PREFIX``, as the user); a mismatch leaves nothing
+behind. After a verified install a marker (``PREFIX/conda-meta/dlrig-installer``) records URL
+and checksum: an installed prefix whose marker matches is left alone; any other installed conda
+(another version, or one installed by hand) is reported and left alone, never replaced.
+Then ``PREFIX/.condarc`` (our channels) and a conda block in the user's ``~/.bashrc``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pyinfra import host, logger
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files, server
+
+from dlrig import mlstack
+from dlrig.facts import CondaInstall
+from dlrig.roles import owner, setting, template
+from dlrig.settings import Setting, declare
+
+# Miniforge3 24.11.3-0; checksum as published with the release (and in Arch's AUR PKGBUILD).
+# GitHub is unreachable from where dlrig is tested: bump both together, from the release's
+# .sha256 file, when you move to a newer Miniforge.
+MINIFORGE_VERSION = "24.11.3-0"
+MINIFORGE_URL = (
+    "https://github.com/conda-forge/miniforge/releases/download/"
+    f"{MINIFORGE_VERSION}/Miniforge3-{MINIFORGE_VERSION}-Linux-x86_64.sh"
+)
+MINIFORGE_SHA256 = "2e1ad2188fe69fcdd522c2b20c08c800a5c7411b775eca768318b1540ed32e53"
+
+MARKER = "conda-meta/dlrig-installer"
+
+
+def _sha256(value: str) -> str | None:
+    if re.fullmatch(r"[0-9a-f]{64}", value):
+        return None
+    return "give the installer's SHA-256 as 64 lowercase hex digits (from the release's .sha256 file)"
+
+
+def _channels(value: list) -> str | None:
+    if not value:
+        return "give at least one channel, e.g. ['conda-forge']"
+    if any(str(c).strip() in ("defaults", "anaconda", "main") for c in value):
+        return "the Anaconda `defaults` channels are not used by dlrig (license, solver conflicts); use conda-forge"
+    return None
+
+
+DEFAULTS = declare(
+    "conda",
+    Setting("conda_prefix", None, "path", "where Miniforge is installed; None: ~USER/miniforge3", nullable=True),
+    Setting("conda_installer_url", MINIFORGE_URL, "url", "the Miniforge installer (.sh) to download"),
+    Setting(
+        "conda_installer_sha256",
+        MINIFORGE_SHA256,
+        "str",
+        "SHA-256 of conda_installer_url; the installer is refused unless it matches",
+        check=_sha256,
+    ),
+    Setting(
+        "conda_channels",
+        ["conda-forge"],
+        "list",
+        "channels in .condarc and environment.yml (a conda-forge mirror URL works too)",
+        item_kind="str",
+        check=_channels,
+    ),
+)
+
+
+def install_command(url: str, sha256: str, prefix: str) -> str:
+    """Download to a temp dir, refuse on checksum mismatch, install, record the marker."""
+    u, p = shlex.quote(url), shlex.quote(prefix)
+    return "\n".join([
+        "set -eu",
+        'tmp=$(mktemp -d)',
+        'trap \'rm -rf "$tmp"\' EXIT',
+        f'parent=$(dirname {p})',
+        'if [ ! -w "$parent" ]; then echo "dlrig: $parent is not writable by $(id -un): '
+        'create it owned by $(id -un) or choose another conda_prefix" >&2; exit 1; fi',
+        "if command -v curl >/dev/null; then "
+        f'curl -fsSL --retry 3 -o "$tmp/installer.sh" {u}; '
+        f'else wget -q -O "$tmp/installer.sh" {u}; fi',
+        'got=$(sha256sum "$tmp/installer.sh" | cut -d" " -f1)',
+        f'if [ "$got" != {shlex.quote(sha256)} ]; then '
+        f'echo "dlrig: conda_installer_sha256 mismatch for {url}: expected {sha256}, got $got;'
+        ' refusing to run it (nothing installed)" >&2; exit 1; fi',
+        f'if ! bash "$tmp/installer.sh" -b -p {p}; then rm -rf {p}; '
+        'echo "dlrig: the Miniforge installer failed; nothing left behind" >&2; exit 1; fi',
+        f"printf 'url=%s\\nsha256=%s\\n' {u} {shlex.quote(sha256)} > {p}/{MARKER}",
+    ])
+
+
+def bashrc_block(prefix: str) -> str:
+    p = shlex.quote(prefix)
+    return "\n".join([
+        f"if [ -f {p}/etc/profile.d/conda.sh ]; then",
+        f"    . {p}/etc/profile.d/conda.sh",
+        "fi",
+        f"if [ -f {p}/etc/profile.d/mamba.sh ]; then",
+        f"    . {p}/etc/profile.d/mamba.sh",
+        "fi",
+    ])
+
+
+def version_mismatch(state: dict, url: str, sha256: str) -> str | None:
+    """The report for an installed conda that is not the one the settings ask for, or None."""
+    if not state["conda"]:
+        return None
+    marker = state["installer"] or {}
+    if marker.get("sha256") == sha256:
+        return None
+    have = state["version"] or "unknown version"
+    source = f"installed from {marker.get('url')}" if marker else "not installed by dlrig"
+    return (f"conda {have} at its prefix ({source}) differs from conda_installer_url {url}: left alone, "
+            "not replaced; to replace it, remove the prefix and apply again, or set "
+            "conda_installer_url/conda_installer_sha256 to the installed one")
+
+
+@deploy("conda", data_defaults=DEFAULTS)
+def conda():
+    user = owner()
+    prefix = mlstack.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
+    url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
+    as_user = {"_sudo": True, "_sudo_user": user}
+
+    state = host.get_fact(CondaInstall, prefix=prefix)
+    if state["exists"] and not state["conda"]:
+        raise DeployError(f"{prefix} exists but holds no conda (an interrupted install?): remove it and apply again")
+
+    if not state["conda"]:
+        installed = host.get_fact(DebPackages) or {}
+        if "curl" not in installed and "wget" not in installed:
+            apt.update(name="apt-get update (curl for the installer)")
+            apt.packages(name="curl for the installer", packages=["curl", "ca-certificates"], no_recommends=True)
+        server.shell(
+            name=f"install Miniforge into {prefix} (checksum-verified)",
+            commands=[install_command(url, sha256, prefix)],
+            **as_user,
+        )
+    else:
+        report = version_mismatch(state, url, sha256)
+        if report:
+            logger.warning(f"{host.name}: conda: {report.replace('its prefix', prefix)}")
+
+    extra_cas = setting("extra_ca_certificates")
+    files.template(
+        name=".condarc (conda-forge only)",
+        src=template("condarc.j2"),
+        dest=f"{prefix}/.condarc",
+        channels=list(setting("conda_channels")),
+        ssl_verify=mlstack.SYSTEM_CA_BUNDLE if extra_cas else None,
+        mode="644",
+        **as_user,
+    )
+    files.block(
+        name="conda in the user's bash (~/.bashrc)",
+        path=f"{mlstack.home_of(user)}/.bashrc",
+        content=bashrc_block(prefix),
+        marker="# {mark} dlrig conda initialize",
+        **as_user,
+    )

@@ -1,0 +1,223 @@
+"""Role ``dualboot``: living beside Windows on one disk.
+
+* ``rtc_local``: the hardware clock in local time (Windows' way). Written as the third line of
+  ``/etc/adjtime`` (``LOCAL``/``UTC``), which is all ``timedatectl set-local-rtc`` changes on disk;
+  under a running systemd ``timedatectl set-local-rtc`` is used so the RTC is rewritten too.
+* GRUB: a drop-in ``/etc/default/grub.d/99-dlrig.cfg`` (sourced after /etc/default/grub and the
+  distribution's drop-ins, so it wins) with ``GRUB_DISABLE_OS_PROBER=false`` (GRUB >= 2.06 hides
+  other systems otherwise), ``GRUB_DEFAULT`` (``grub_default``: ``linux`` = the first entry,
+  ``saved`` = the last one booted, ``windows`` = the Windows entry of the current grub.cfg, or
+  any menu title / ``"1>2"`` id), ``GRUB_TIMEOUT`` and a visible menu; ``os-prober`` installed;
+  ``update-grub`` runs only when the drop-in or os-prober changed.
+* ``data_disks``: fstab lines by UUID with ``nofail`` (a missing disk never stops the boot), in
+  a marked block of /etc/fstab. NTFS uses the kernel's ntfs3 driver from Linux 5.15 on (else
+  ntfs-3g) with the owner's uid/gid. A volume Windows left hibernated or dirty (Fast Startup)
+  mounts read-only or not at all: a warning says so (``ntfs-3g.probe --readwrite``, read-only).
+  Disks are mounted at the next boot (or ``mount -a``); dlrig does not mount them while applying.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+
+from pyinfra import host, logger
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import Directory
+from pyinfra.facts.server import KernelVersion, Users, Which
+from pyinfra.operations import apt, files, server
+
+from dlrig.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState
+from dlrig.roles import owner, setting, template
+from dlrig.settings import Setting, declare
+
+GRUB_DROPIN = "/etc/default/grub.d/99-dlrig.cfg"
+FSTAB = "/etc/fstab"
+FSTAB_MARKER = "# {mark} dlrig data_disks (role dualboot)"
+DISK_FS = ("ntfs", "ext4", "xfs", "btrfs", "exfat", "vfat")
+UID_FS = ("ntfs", "exfat", "vfat")  # no owners on disk: mount options give them one
+_UUID_RE = re.compile(r"^[0-9A-Fa-f-]{4,36}$")
+
+
+def _check_grub_default(value: str) -> str | None:
+    if not value or any(c in value for c in "\"'`$\\\n"):
+        return (f"{value!r}: use 'linux', 'saved', 'windows', a menu entry title or an id "
+                "like '1>2' (no quotes, $ or backslashes)")
+    return None
+
+
+def _check_disks(disks: list) -> str | None:
+    seen = set()
+    for d in disks:
+        if not isinstance(d, dict) or set(d) - {"uuid", "mount", "fs", "options"} or not {"uuid", "mount"} <= set(d):
+            return (f"{d!r}: each disk is {{'uuid': 'ABCD1234EF567890', 'mount': '/data', "
+                    "'fs': 'ntfs'|'ext4'|..., 'options': 'extra,mount,options'}} (see `blkid`)")
+        if not isinstance(d["uuid"], str) or not _UUID_RE.match(d["uuid"]):
+            return f"{d['uuid']!r} is not a filesystem UUID as `blkid` prints it"
+        if not isinstance(d["mount"], str) or not d["mount"].startswith("/") or " " in d["mount"] \
+                or d["mount"].rstrip("/") in ("", "/boot", "/usr", "/var", "/etc", "/home"):
+            return f"{d['mount']!r}: mount point must be an absolute path without spaces, not a system folder"
+        if d.get("fs", "ntfs") not in DISK_FS:
+            return f"fs {d.get('fs')!r}: use one of {', '.join(DISK_FS)}"
+        opts = d.get("options", "")
+        if not isinstance(opts, str) or re.search(r"\s", opts):
+            return f"options {opts!r}: comma-separated mount options without spaces"
+        if d["mount"] in seen:
+            return f"{d['mount']} is used twice"
+        seen.add(d["mount"])
+    return None
+
+
+DEFAULTS = declare(
+    "dualboot",
+    Setting("rtc_local", False, "bool",
+            "keep the hardware clock in local time as Windows does (True on dual-boot rigs)"),
+    Setting("grub_default", "linux", "str",
+            "boot entry by default: 'linux' (first), 'saved' (last booted), 'windows', or a menu title",
+            check=_check_grub_default),
+    Setting("grub_timeout", 5, "int", "seconds GRUB's menu waits", min=0, max=600),
+    Setting("data_disks", [], "list",
+            "disks to mount at boot: [{'uuid', 'mount', 'fs' (default ntfs), 'options'}]",
+            item_kind="dict", check=_check_disks),
+    Setting("dualboot_ntfs_driver", "auto", "str",
+            "NTFS driver: 'auto' (ntfs3 from Linux 5.15, else ntfs-3g), 'ntfs3' or 'ntfs-3g'",
+            choices=("auto", "ntfs3", "ntfs-3g")),
+)
+
+
+# ---------------------------------------------------------------- pure helpers (unit-tested)
+
+def adjtime_text(current: list[str] | None, local: bool) -> str | None:
+    """The new /etc/adjtime, or None when nothing must change (a missing file means UTC)."""
+    mode = "LOCAL" if local else "UTC"
+    if current is None:
+        return None if not local else "0.0 0 0.0\n0\nLOCAL\n"
+    lines = [line.rstrip("\n") for line in current] + ["", "", ""]
+    first, second = lines[0] or "0.0 0 0.0", lines[1] or "0"
+    if lines[2].strip() == mode:
+        return None
+    return f"{first}\n{second}\n{mode}\n"
+
+
+def grub_default_value(wish: str, entries: list[str]) -> tuple[str, bool, str | None]:
+    """(GRUB_DEFAULT, GRUB_SAVEDEFAULT, warning) for ``grub_default``."""
+    if wish == "linux":
+        return "0", False, None
+    if wish == "saved":
+        return "saved", True, None
+    if wish == "windows":
+        for title in entries:
+            if "windows" in title.lower():
+                return title, False, None
+        return "saved", True, ("no Windows entry in /boot/grub/grub.cfg yet: GRUB_DEFAULT=saved for "
+                               "now (pick Windows once and it stays); apply again after update-grub "
+                               "found Windows to make it the fixed default")
+    return wish, False, None
+
+
+def render_grub(*, default: str, savedefault: bool, timeout: int) -> str:
+    return (
+        "# Managed by dlrig (role dualboot): grub_default, grub_timeout. Sourced after\n"
+        "# /etc/default/grub; run update-grub after editing.\n"
+        "GRUB_DISABLE_OS_PROBER=false\n"
+        f"GRUB_DEFAULT={shlex.quote(default)}\n"
+        f"GRUB_SAVEDEFAULT={'true' if savedefault else 'false'}\n"
+        f"GRUB_TIMEOUT={int(timeout)}\n"
+        "GRUB_TIMEOUT_STYLE=menu\n"
+        f"GRUB_RECORDFAIL_TIMEOUT={int(timeout)}\n"
+    )
+
+
+def ntfs_driver(choice: str, kernel: str | None) -> str:
+    """``ntfs3`` or ``ntfs-3g`` (the fstab type)."""
+    if choice != "auto":
+        return choice
+    m = re.match(r"(\d+)\.(\d+)", kernel or "")
+    return "ntfs3" if m and (int(m.group(1)), int(m.group(2))) >= (5, 15) else "ntfs-3g"
+
+
+def fstab_line(disk: dict, uid: int, gid: int, driver: str) -> str:
+    fs = disk.get("fs", "ntfs")
+    opts = ["nofail", "x-systemd.device-timeout=10s"]
+    if fs in UID_FS:
+        opts = [f"uid={uid}", f"gid={gid}", "umask=022", *opts]
+        if fs == "ntfs" and driver == "ntfs-3g":
+            opts.append("windows_names")
+    else:
+        opts = ["defaults", *opts]
+    if disk.get("options"):
+        opts += disk["options"].split(",")
+    fstype = driver if fs == "ntfs" else fs
+    passno = 0 if fs in UID_FS else 2
+    return f"UUID={disk['uuid']} {disk['mount']} {fstype} {','.join(opts)} 0 {passno}"
+
+
+# ---------------------------------------------------------------- the role
+
+def _packages(names: list[str]) -> None:
+    installed = host.get_fact(DebPackages) or {}
+    missing = [n for n in names if n not in installed]
+    if missing:
+        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
+    return apt.packages(name=" ".join(names), packages=names, no_recommends=True) if names else None
+
+
+@deploy("dualboot", data_defaults=DEFAULTS)
+def dualboot():
+    # --- hardware clock
+    systemd_running = host.get_fact(Directory, path="/run/systemd/system") is not None
+    new_adjtime = adjtime_text(host.get_fact(AdjtimeContents), host.data.rtc_local)
+    if new_adjtime is not None:
+        if systemd_running and host.get_fact(Which, command="timedatectl"):
+            server.shell(name=f"hardware clock in {'local time' if host.data.rtc_local else 'UTC'}",
+                         commands=[f"timedatectl set-local-rtc {1 if host.data.rtc_local else 0}"])
+        else:
+            files.put(name=f"hardware clock in {'local time' if host.data.rtc_local else 'UTC'} (/etc/adjtime)",
+                      src=io.StringIO(new_adjtime), dest="/etc/adjtime", mode="644")
+
+    # --- GRUB
+    disks = list(host.data.data_disks)
+    ntfs = any(d.get("fs", "ntfs") == "ntfs" for d in disks)
+    pkgs = _packages(["os-prober"] + (["ntfs-3g"] if ntfs else []))
+    default, save, warning = grub_default_value(host.data.grub_default, host.get_fact(GrubMenuEntries))
+    if warning:
+        logger.warning(f"{host.name}: dualboot: {warning}")
+    dropin = files.put(name=f"GRUB settings ({GRUB_DROPIN})",
+                       src=io.StringIO(render_grub(default=default, savedefault=save,
+                                                   timeout=host.data.grub_timeout)),
+                       dest=GRUB_DROPIN, mode="644")
+    if host.get_fact(Which, command="update-grub"):
+        server.shell(name="update-grub", commands=["update-grub"],
+                     _if=lambda: dropin.did_change() or (pkgs is not None and pkgs.did_change()))
+    else:
+        logger.warning(f"{host.name}: dualboot: no update-grub on this host (no GRUB?): "
+                       f"{GRUB_DROPIN} written, boot menu not regenerated")
+
+    # --- data disks
+    if not disks:
+        files.block(name="no data_disks in /etc/fstab", path=FSTAB, present=False, marker=FSTAB_MARKER)
+        return
+    user = owner()
+    info = (host.get_fact(Users) or {}).get(user)
+    if info is None:
+        raise DeployError(f"dualboot: owner {user} does not exist on {host.name}: data_disks need "
+                          "their uid/gid; create the user or set workstation_user")
+    driver = ntfs_driver(host.data.dualboot_ntfs_driver, host.get_fact(KernelVersion))
+    for d in disks:
+        files.directory(name=f"mount point {d['mount']}", path=d["mount"])
+    files.block(name="data_disks in /etc/fstab (by UUID, nofail)", path=FSTAB, marker=FSTAB_MARKER,
+                content=[fstab_line(d, info["uid"], info["gid"], driver) for d in disks], backup=True)
+
+    ntfs_uuids = tuple(d["uuid"] for d in disks if d.get("fs", "ntfs") == "ntfs")
+    for uuid, state in (host.get_fact(NtfsVolumeState, uuids=ntfs_uuids) or {}).items():
+        if state in ("hibernated", "unclean"):
+            logger.warning(
+                f"{host.name}: dualboot: NTFS disk UUID={uuid} is {state} (Windows Fast Startup or "
+                "an unclean shutdown): Linux mounts it read-only or not at all. In Windows turn Fast "
+                "Startup off (`powercfg /h off` as admin) and shut down fully; do not ntfsfix a "
+                "hibernated volume (Windows would lose its session)")
+        elif state == "missing":
+            logger.warning(f"{host.name}: dualboot: no disk with UUID={uuid} attached now (nofail: "
+                           "boot goes on without it)")

@@ -1,0 +1,128 @@
+"""Role ``firewall``: ufw, deny incoming by default, SSH rate-limited and allowed *before* enabling.
+
+Order on the host: install ufw; add the SSH rule(s) for every port sshd may listen on (the port
+this connection came in on, ``ssh_port``, ``ssh_extra_ports`` and what ``sshd -T`` reports); add
+Jupyter's port only when ``jupyter_ip`` (the jupyter role's setting, when that role exists) is not
+loopback; add ``firewall_allow``; set the default policies; enable last. ``ufw enable`` keeps
+established connections (ufw's before.rules accept RELATED,ESTABLISHED), so the session running
+the apply survives.
+
+Rules are compared through ufw itself (``ufw --dry-run``), so converged hosts plan no change.
+dlrig adds rules and never deletes any (a rule you drop from ``firewall_allow`` stays until you
+``ufw delete`` it): deleting rules it cannot tell apart from yours could cut a path you rely on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, server
+
+from dlrig.facts import SshdEffectivePorts, SshServerPort, UfwRulesPresent, UfwState
+from dlrig.roles import setting
+from dlrig.settings import Setting, declare, registry
+
+_SPEC_RE = re.compile(r"^[A-Za-z0-9 ./:,_-]+$")
+
+
+def _check_specs(specs: list) -> str | None:
+    for s in specs:
+        if not isinstance(s, str) or not _SPEC_RE.match(s) or s.split()[0] in ("allow", "deny", "limit", "reject"):
+            return (f"{s!r}: give what follows `ufw allow`, e.g. '6006/tcp' or "
+                    "'from 192.168.1.0/24 to any port 6006 proto tcp' (no quotes, no action word)")
+    return None
+
+
+def _check_cidr(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"{value!r} is not an address or network, e.g. '192.168.1.0/24'"
+    return None
+
+
+DEFAULTS = declare(
+    "firewall",
+    Setting("firewall_allow", [], "list",
+            "extra ufw rules, each what follows `ufw allow` (e.g. '6006/tcp')", item_kind="str",
+            check=_check_specs),
+    Setting("firewall_ssh_limit", True, "bool",
+            "rate-limit SSH (ufw limit: 6 new connections in 30 s per address) instead of allow"),
+    Setting("firewall_jupyter_from", None, "str",
+            "allow Jupyter only from this address/network (None: from anywhere)",
+            nullable=True, check=_check_cidr),
+)
+
+COMMENT = "dlrig"
+
+
+def is_loopback(ip: str | None) -> bool:
+    """True for addresses only this machine can reach (``localhost``, 127/8, ::1)."""
+    if ip is None:
+        return True
+    value = str(ip).strip().strip("[]")
+    if value == "localhost":
+        return True
+    if value in ("", "*", "0.0.0.0", "::"):
+        return False
+    try:
+        return ipaddress.ip_address(value).is_loopback
+    except ValueError:
+        return False  # a host name: assume reachable from outside
+
+
+def jupyter_ip() -> str:
+    """The jupyter role's ``jupyter_ip`` when that role is registered, else loopback."""
+    return setting("jupyter_ip") if "jupyter_ip" in registry() else "127.0.0.1"
+
+
+def jupyter_port() -> int:
+    return int(setting("jupyter_port")) if "jupyter_port" in registry() else 8888
+
+
+def ssh_ports() -> list[int]:
+    conn = host.get_fact(SshServerPort, _sudo=False)
+    ports = {int(setting("ssh_port") or 22), *(int(p) for p in setting("ssh_extra_ports") or [])}
+    if conn is not None:
+        ports.add(conn)
+    ports.update(host.get_fact(SshdEffectivePorts) or [])
+    return sorted(ports)
+
+
+def wanted_rules() -> list[str]:
+    """ufw rule commands (without the leading ``ufw``), SSH first."""
+    action = "limit" if host.data.firewall_ssh_limit else "allow"
+    rules = [f"{action} {p}/tcp comment '{COMMENT} ssh'" for p in ssh_ports()]
+    if not is_loopback(jupyter_ip()):
+        port = jupyter_port()
+        src = host.data.firewall_jupyter_from
+        spec = f"from {src} to any port {port} proto tcp" if src else f"{port}/tcp"
+        rules.append(f"allow {spec} comment '{COMMENT} jupyter'")
+    rules += [f"allow {spec} comment '{COMMENT}'" for spec in host.data.firewall_allow]
+    return rules
+
+
+@deploy("firewall", data_defaults=DEFAULTS)
+def firewall():
+    if "ufw" not in (host.get_fact(DebPackages) or {}):
+        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
+        apt.packages(name="ufw", packages=["ufw"], no_recommends=True)
+
+    rules = wanted_rules()
+    present = set(host.get_fact(UfwRulesPresent, rules=tuple(rules)))
+    for i, rule in enumerate(rules):
+        if i not in present:
+            server.shell(name=f"ufw {rule}", commands=[f"ufw {rule}"])
+
+    state = host.get_fact(UfwState) or {}
+    policy = state.get("policy", {})
+    if policy.get("input") not in ("drop", "deny"):
+        server.shell(name="ufw default deny incoming", commands=["ufw default deny incoming"])
+    if policy.get("output") not in ("accept", "allow"):
+        server.shell(name="ufw default allow outgoing", commands=["ufw default allow outgoing"])
+    if not state.get("enabled"):
+        server.shell(name="enable ufw (SSH already allowed)", commands=["ufw --force enable"])

@@ -1,0 +1,138 @@
+"""Role ``jupyter``: JupyterLab from the pytorch role's environment, a systemd service of the user.
+
+Bound to ``jupyter_ip`` (default 127.0.0.1: reach it over an SSH tunnel, see
+:func:`dlrig.mlstack.tunnel_hint`) on ``jupyter_port``; password only as a hash
+(``jupyter_password_hash``, or ``dlrig apply --jupyter-password-prompt`` hashing on the
+controller), no token; root_dir the user's home or ``jupyter_root_dir``. The config is
+``~USER/.jupyter/jupyter_server_config.py`` (mode 600), the unit ``dlrig-jupyter.service``; the
+service is restarted only when one of them changed. Where systemd is not PID 1 (chroots,
+containers, dlrig's test hosts) the unit is enabled, not started.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host, logger
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.files import Directory, Link
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from dlrig import mlstack
+from dlrig.facts import PythonEnv, SystemdBooted
+from dlrig.roles import owner, setting, template
+from dlrig.roles.pytorch import packages_command
+from dlrig.settings import Setting, declare
+
+DEFAULTS = declare(
+    "jupyter",
+    Setting("jupyter_ip", "127.0.0.1", "ip", "address JupyterLab listens on (127.0.0.1: over an SSH tunnel)"),
+    Setting("jupyter_port", 8888, "port", "JupyterLab's port"),
+    Setting(
+        "jupyter_password_hash",
+        None,
+        "str",
+        "JupyterLab password hash (jupyter_server.auth.passwd()); or apply --jupyter-password-prompt",
+        nullable=True,
+        check=mlstack.check_password_hash,
+    ),
+    Setting(
+        "jupyter_root_dir",
+        None,
+        "path",
+        "folder JupyterLab shows (e.g. a data disk); None: the user's home",
+        nullable=True,
+    ),
+)
+
+_PASSWORD_FIX = ("set jupyter_password_hash (python -c 'from jupyter_server.auth import passwd; print(passwd())') "
+                 "or run `dlrig apply --jupyter-password-prompt`")
+
+
+def preflight(host_name: str, data: dict) -> list[str]:
+    problems = []
+    if not data.get("jupyter_password_hash"):
+        problems.append(f"{host_name}: jupyter_password_hash is not set: {_PASSWORD_FIX}")
+    return problems
+
+
+@deploy("jupyter", data_defaults=DEFAULTS)
+def jupyter():
+    user = owner()
+    home = mlstack.home_of(user)
+    prefix = mlstack.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
+    env_name = setting("env_name")
+    envp = mlstack.env_prefix(prefix, env_name)
+    python = mlstack.env_python(prefix, env_name)
+    as_user = {"_sudo": True, "_sudo_user": user}
+    password_hash = setting("jupyter_password_hash")
+    if not password_hash:
+        raise DeployError(f"jupyter_password_hash is not set: {_PASSWORD_FIX}")
+    root_dir = setting("jupyter_root_dir") or home
+    if root_dir != home and not host.get_fact(Directory, path=root_dir):
+        raise DeployError(f"jupyter_root_dir {root_dir} does not exist on the host: mount or create it first")
+
+    env = host.get_fact(PythonEnv, python=python)
+    selected = setting("dlrig_roles") or []
+    if env is None and selected and "pytorch" not in selected:
+        raise DeployError(f"no environment at {envp}: apply the pytorch role first (--roles pytorch,jupyter)")
+    pkgs_changed = None
+    if env is None or mlstack.unsatisfied(mlstack.JUPYTER_PACKAGES, env.get("dists", {})):
+        pkgs_changed = server.shell(
+            name=f"JupyterLab in {env_name}",
+            commands=[packages_command(python, list(mlstack.JUPYTER_PACKAGES),
+                                       tuple(setting("pip_find_links") or ()))],
+            **as_user,
+        )
+
+    config_path = f"{home}/.jupyter/jupyter_server_config.py"
+    config = files.template(
+        name="jupyter_server_config.py (password hash only)",
+        src=template("jupyter_server_config.py.j2"),
+        dest=config_path,
+        ip=str(setting("jupyter_ip")),
+        port=int(setting("jupyter_port")),
+        root_dir=root_dir,
+        password_hash=password_hash,
+        mode="600",
+        **as_user,
+    )
+    unit = files.template(
+        name=f"systemd unit {mlstack.JUPYTER_UNIT}",
+        src=template("jupyter.service.j2"),
+        dest=f"/etc/systemd/system/{mlstack.JUPYTER_UNIT}",
+        mode="644",
+        **_unit_vars(user, env_name, envp, root_dir, config_path),
+    )
+
+    wants = f"/etc/systemd/system/multi-user.target.wants/{mlstack.JUPYTER_UNIT}"
+    if not host.get_fact(Link, path=wants):
+        server.shell(
+            name=f"enable {mlstack.JUPYTER_UNIT} at boot",
+            commands=[f"systemctl enable {shlex.quote(mlstack.JUPYTER_UNIT)}"],
+        )
+
+    if host.get_fact(SystemdBooted):
+        server.shell(
+            name="systemctl daemon-reload (unit changed)",
+            commands=["systemctl daemon-reload"],
+            _if=unit.did_change,
+        )
+        systemd.service(name=f"{mlstack.JUPYTER_UNIT} running", service=mlstack.JUPYTER_UNIT, running=True)
+        changed = [config, unit] + ([pkgs_changed] if pkgs_changed else [])
+        systemd.service(
+            name=f"restart {mlstack.JUPYTER_UNIT} (config changed)",
+            service=mlstack.JUPYTER_UNIT,
+            running=True,
+            restarted=True,
+            _if=any_changed(*changed),
+        )
+    else:
+        logger.info(f"{host.name}: systemd is not running: {mlstack.JUPYTER_UNIT} enabled, starts at boot")
+
+
+def _unit_vars(user: str, env_name: str, envp: str, root_dir: str, config_path: str) -> dict:
+    """Template variables of jupyter.service.j2 (the template's ``user`` is not pyinfra's)."""
+    return {"unit_user": user, "env_name": env_name, "env_prefix": envp,
+            "root_dir": root_dir, "config_path": config_path}

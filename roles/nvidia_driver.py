@@ -1,0 +1,370 @@
+"""Role ``nvidia_driver``: the resolved NVIDIA driver, held, Secure-Boot-aware, nouveau off.
+
+Sources (``driver_source``; None picks by OS, see dlrig.resolver):
+- ``ubuntu``: Canonical's signed prebuilt ``linux-modules-nvidia-<branch>-<flavour>`` with the
+  no-DKMS userspace (what ``ubuntu-drivers install`` does): loads under Secure Boot without MOK,
+  follows kernel updates through the linux-modules metapackage.
+- ``nvidia``: NVIDIA's CUDA repository (``nvidia_repo_url``) with its key under ``signed-by`` and
+  an apt pin keeping the branch; modules built by DKMS.
+- ``debian``: Debian non-free ``nvidia-driver`` + ``nvidia-smi`` (DKMS).
+
+DKMS with Secure Boot on: refused with the steps to take, unless ``driver_mok_password`` opts in to
+MOK enrolment (``mokutil --import``; confirm the key at the blue MOK Manager screen on next boot).
+Packages are held (``apt-mark hold``) so unattended-upgrades cannot cause "Driver/library version
+mismatch"; a different driver already installed (another branch or source) is unheld and purged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.apt import AptSources
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from dlrig.facts import AptHeld, MokKey, SecureBoot
+from dlrig.resolver import OSES, Resolution, resolve_host
+from dlrig.roles import setting, template
+from dlrig.settings import Setting, declare
+
+NVIDIA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos"
+KEYRING = "/etc/apt/keyrings/dlrig-nvidia-cuda.asc"
+REPO_LIST = "/etc/apt/sources.list.d/dlrig-nvidia-cuda.list"
+DRIVER_PIN = "/etc/apt/preferences.d/dlrig-nvidia-driver"
+NOUVEAU = "/etc/modprobe.d/dlrig-blacklist-nouveau.conf"
+NONFREE_LIST = "/etc/apt/sources.list.d/dlrig-debian-nonfree.list"
+REBOOT_MARKER = "/var/run/reboot-required"
+MOK_KEYS = {"debian": "/var/lib/dkms/mok.pub", "ubuntu": "/var/lib/shim-signed/mok/MOK.der"}
+# Op names other code reads (dlrig.resolve_cmd: did the driver change on this host?).
+OP_PACKAGES = "driver packages"
+OP_REMOVE = "remove conflicting driver packages"
+
+# Installed packages that belong to some NVIDIA driver (any source, any branch).
+DRIVER_PACKAGE = re.compile(
+    r"^(nvidia-driver(-\d+.*)?|nvidia-open(-\d+)?|cuda-drivers(-\d+)?|nvidia-driver-pinning-\d+|"
+    r"nvidia-headless(-no-dkms)?-\d+.*|nvidia-utils-\d+.*|nvidia-dkms-\d+.*|linux-modules-nvidia-\d+.*|"
+    r"nvidia-kernel-(open-)?dkms|nvidia-kernel-common(-\d+.*)?|nvidia-smi|xserver-xorg-video-nvidia(-\d+.*)?|"
+    r"libnvidia-gl-\d+.*|nvidia-compute-utils-\d+.*|nvidia-persistenced)$"
+)
+
+
+def _branch_check(v):
+    return None if 300 <= v <= 999 else "a driver branch is a 3-digit number such as 535 or 580"
+
+
+DEFAULTS = declare(
+    "nvidia_driver",
+    Setting("driver_source", None, "str", "where the driver comes from (None: ubuntu on Ubuntu, debian on Debian, "
+            "NVIDIA's repo where those cannot serve the card)", choices=(None, "ubuntu", "nvidia", "debian")),
+    Setting("driver_branch", None, "int", "driver branch, e.g. 580 (None: the resolver's choice for the GPUs)",
+            nullable=True, check=_branch_check),
+    Setting("driver_gpus", None, "list", "plan for these GPUs (PCI ids or names) instead of lspci's, e.g. "
+            "['10de:1e84']: prepare a host before the card is in", item_kind="str", nullable=True),
+    Setting("driver_hold", True, "bool", "apt-mark hold the driver packages (no surprise upgrades: "
+            "'Driver/library version mismatch')"),
+    Setting("driver_headless", False, "bool", "ubuntu source: compute only, no X/OpenGL driver (servers)"),
+    Setting("driver_server", False, "bool", "ubuntu source: the -server (Enterprise Ready Driver) packages"),
+    Setting("driver_persistence", True, "bool", "enable nvidia-persistenced (persistence mode) at boot"),
+    Setting("driver_kernel_headers", True, "bool", "DKMS sources: install the running kernel's headers"),
+    Setting("driver_blacklist_nouveau", True, "bool", "blacklist the nouveau driver"),
+    Setting("driver_mok_password", None, "str", "DKMS + Secure Boot: one-time password to enrol the DKMS "
+            "signing key (you type it at the MOK Manager screen on the next boot); None refuses instead",
+            nullable=True),
+    Setting("driver_mok_key", None, "path", "DKMS signing key to enrol (None: /var/lib/dkms/mok.pub on Debian, "
+            "/var/lib/shim-signed/mok/MOK.der on Ubuntu)", nullable=True),
+    Setting("nvidia_repo_url", NVIDIA_REPO, "url", "NVIDIA CUDA apt repository root (a mirror works); "
+            "<url>/<distro>/<arch>/ is the repository"),
+    Setting("nvidia_repo_key_url", None, "url", "the repository's signing key (None: "
+            "<repo>/3bf863cc.pub, NVIDIA's key)", nullable=True),
+    Setting("nvidia_repo_key_sha256", None, "str", "expected sha256 of the key file (None: not checked)",
+            nullable=True),
+)
+
+
+def preflight(host_name: str, data: dict) -> list[str]:
+    errors = []
+    if data.get("driver_source") == "ubuntu" and data.get("driver_mok_password"):
+        errors.append(f"{host_name}: driver_mok_password is only used with DKMS sources (nvidia, debian); "
+                      "driver_source='ubuntu' uses Canonical-signed modules: drop driver_mok_password")
+    return errors
+
+
+# --- shared with the cuda and cudnn roles -------------------------------------------------------
+
+
+def repo_arch() -> str:
+    arch = host.get_fact(Arch) or "x86_64"
+    return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "sbsa", "arm64": "sbsa"}.get(arch, arch)
+
+
+def repo_url(os_name: str) -> str:
+    return f"{setting('nvidia_repo_url').rstrip('/')}/{OSES[os_name]['repo']}/{repo_arch()}"
+
+
+def ensure_nvidia_repo(os_name: str) -> list:
+    """NVIDIA's CUDA repository with its key under signed-by; the op results (for ``_if``).
+
+    Not the cuda-keyring .deb: it writes its own list pointing at developer.download.nvidia.com,
+    which a mirror (``nvidia_repo_url``) must not get. Same key, same signed-by, our URL.
+    """
+    url = repo_url(os_name)
+    key_url = setting("nvidia_repo_key_url") or f"{url}/3bf863cc.pub"
+    ops = [
+        files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", mode="755"),
+        files.download(
+            name="NVIDIA repository key",
+            src=key_url,
+            dest=KEYRING,
+            mode="644",
+            sha256sum=setting("nvidia_repo_key_sha256"),
+        ),
+        files.template(
+            name="NVIDIA CUDA repository (signed-by)",
+            src=template("nvidia-repo.list.j2"),
+            dest=REPO_LIST,
+            keyring=KEYRING,
+            url=url,
+            mode="644",
+        ),
+    ]
+    return ops
+
+
+def missing(packages: list[str]) -> list[str]:
+    installed = host.get_fact(DebPackages) or {}
+    return [p for p in packages if p not in installed]
+
+
+def apt_update(repo_ops: list, packages: list[str], what: str) -> None:
+    """apt-get update after a repository change, or when packages are missing and lists are stale."""
+    if repo_ops:
+        apt.update(name=f"apt-get update ({what} repository changed)", _if=any_changed(*repo_ops))
+    if missing(packages):
+        apt.update(name=f"apt-get update ({what})", cache_time=setting("apt_cache_time"))
+
+
+# --- driver packages ----------------------------------------------------------------------------
+
+
+def ubuntu_flavour(os_name: str, kernel: str) -> str:
+    """linux-modules-nvidia flavour: generic / generic-hwe-22.04 / lowlatency... from the kernel."""
+    m = re.match(r"^(\d+\.\d+)\.\d+-\d+-(.+)$", kernel or "")
+    if not m:
+        return "generic"
+    series, suffix = m.group(1), m.group(2)
+    ga = {"ubuntu-22.04": "5.15", "ubuntu-24.04": "6.8"}.get(os_name)
+    if series != ga and suffix in ("generic", "lowlatency"):
+        return f"{suffix}-hwe-{os_name.split('-')[1]}"
+    return suffix
+
+
+def driver_packages(res: Resolution, kernel: str) -> list[str]:
+    d = res.driver
+    if d.source == "ubuntu":
+        suffix = f"{d.branch}{'-server' if setting('driver_server') else ''}{'-open' if d.flavor == 'open' else ''}"
+        pkgs = [f"nvidia-headless-no-dkms-{suffix}", f"nvidia-utils-{suffix}",
+                f"linux-modules-nvidia-{suffix}-{ubuntu_flavour(res.os, kernel)}"]
+        if not setting("driver_headless"):
+            pkgs += [f"xserver-xorg-video-nvidia-{suffix}", f"libnvidia-gl-{suffix}"]
+        return pkgs
+    if d.source == "nvidia":
+        if d.flavor == "open":
+            return ["nvidia-open"] + ([f"nvidia-driver-pinning-{d.branch}"] if d.branch >= 580 else [])
+        return [f"cuda-drivers-{d.branch}"]
+    pkgs = ["nvidia-driver", "nvidia-smi"]
+    if setting("driver_persistence"):
+        pkgs.append("nvidia-persistenced")
+    return pkgs
+
+
+def _pkg_branch(version: str) -> int | None:
+    m = re.match(r"^(?:\d+:)?(\d{3})\.", version or "")
+    return int(m.group(1)) if m else None
+
+
+def conflicting(res: Resolution, wanted: list[str]) -> list[str]:
+    """Installed driver packages of another branch or source than the resolved one."""
+    installed = host.get_fact(DebPackages) or {}
+    out = []
+    for name, versions in sorted(installed.items()):
+        if not DRIVER_PACKAGE.match(name):
+            continue
+        versions = versions if isinstance(versions, (list, tuple, set)) else [versions]
+        branches = {_pkg_branch(v) for v in versions} - {None}
+        if name in wanted:
+            if branches and res.driver.branch not in branches:
+                out.append(name)
+            continue
+        named = re.search(r"-(\d{3})(-|$)", name)
+        if named and int(named.group(1)) != res.driver.branch:
+            out.append(name)
+        elif branches and res.driver.branch not in branches:
+            out.append(name)
+        elif res.driver.source != "ubuntu" and re.match(r"^(nvidia-headless|linux-modules-nvidia|nvidia-utils-\d)", name):
+            out.append(name)
+        elif res.driver.source == "ubuntu" and name in ("nvidia-driver", "nvidia-open", "nvidia-kernel-dkms",
+                                                         "nvidia-kernel-open-dkms") or \
+                re.match(r"^cuda-drivers", name) and res.driver.source != "nvidia":
+            out.append(name)
+    return out
+
+
+def kernel_headers(os_name: str, kernel: str) -> list[str]:
+    if not kernel:
+        return []
+    if OSES[os_name]["family"] == "debian" and not re.search(r"-(amd64|arm64|cloud-amd64|rt-amd64)$", kernel):
+        return []  # not a Debian kernel (a container or custom kernel): no such package
+    return [f"linux-headers-{kernel}"]
+
+
+def _secure_boot_refusal(res: Resolution) -> str:
+    d = res.driver
+    alt = ("driver_source='ubuntu' (Canonical-signed modules, no MOK needed), "
+           if OSES[res.os]["family"] == "ubuntu" else "")
+    return (f"{host.name}: Secure Boot is on and driver_source={d.source!r} builds the NVIDIA module with DKMS, "
+            f"which Secure Boot will not load: use {alt}or set driver_mok_password='<one-time password>' to enrol "
+            "the DKMS key (type it at the MOK Manager screen on the next boot), or turn Secure Boot off in the firmware")
+
+
+@deploy("nvidia_driver", data_defaults=DEFAULTS)
+def nvidia_driver():
+    if setting("cpu_only"):
+        return
+    res = resolve_host()
+    d = res.driver
+    family = OSES[res.os]["family"]
+    kernel = host.get_fact(KernelVersion) or ""
+    secure_boot = host.get_fact(SecureBoot)
+    mok_password = setting("driver_mok_password")
+    if d.dkms and secure_boot == "enabled" and not mok_password:
+        raise DeployError(_secure_boot_refusal(res))
+
+    wanted = driver_packages(res, kernel)
+    held = set(host.get_fact(AptHeld) or [])
+
+    # A different driver (branch or source) already installed: unhold and purge it first.
+    conflicts = conflicting(res, wanted)
+    removed = None
+    if conflicts:
+        removed = server.shell(
+            name=OP_REMOVE,
+            commands=[
+                f"apt-mark unhold {' '.join(conflicts)}",
+                "DEBIAN_FRONTEND=noninteractive apt-get -y purge " + " ".join(conflicts),
+            ],
+        )
+
+    if setting("driver_blacklist_nouveau"):
+        blacklist = files.template(
+            name="blacklist nouveau",
+            src=template("nvidia-blacklist-nouveau.conf.j2"),
+            dest=NOUVEAU,
+            mode="644",
+        )
+        server.shell(
+            name="rebuild the initramfs without nouveau",
+            commands=["if command -v update-initramfs >/dev/null 2>&1; then update-initramfs -u; fi"],
+            _if=blacklist.did_change,
+        )
+
+    repo_ops = []
+    if d.source == "debian":
+        repo_ops += _debian_nonfree(res)
+    if d.source == "nvidia":
+        repo_ops += ensure_nvidia_repo(res.os)
+        repo_ops.append(files.template(
+            name=f"pin the driver to branch {d.branch}",
+            src=template("nvidia-apt-pin.j2"),
+            dest=DRIVER_PIN,
+            branch=d.branch,
+            mode="644",
+        ))
+    else:
+        files.file(name="no NVIDIA-repo driver pin", path=DRIVER_PIN, present=False)
+
+    headers = kernel_headers(res.os, kernel) if d.dkms and setting("driver_kernel_headers") else []
+    apt_update(repo_ops, wanted + headers, "NVIDIA driver")
+    if headers:
+        apt.packages(name="kernel headers for DKMS", packages=headers, no_recommends=True)
+    packages = apt.packages(name=OP_PACKAGES, packages=wanted)
+
+    if setting("driver_hold"):
+        to_hold = [p for p in wanted if p not in held]
+        if to_hold:
+            server.shell(name="hold the driver packages", commands=[f"apt-mark hold {' '.join(wanted)}"])
+    else:
+        to_release = [p for p in wanted if p in held]
+        if to_release:
+            server.shell(name="release the driver packages", commands=[f"apt-mark unhold {' '.join(to_release)}"])
+
+    if d.dkms and secure_boot == "enabled" and mok_password:
+        _mok_enrol(family, mok_password)
+
+    if setting("driver_persistence"):
+        systemd.service(
+            name="persistence mode (nvidia-persistenced at boot)",
+            service="nvidia-persistenced.service",
+            running=None,
+            enabled=True,
+        )
+
+    changed = [packages] + ([removed] if removed else [])
+    server.shell(
+        name="reboot required (driver changed)",
+        commands=[f"echo 'dlrig: NVIDIA driver changed' > {REBOOT_MARKER}"],
+        _if=any_changed(*changed),
+    )
+
+
+def _debian_nonfree(res: Resolution) -> list:
+    """Debian: contrib non-free non-free-firmware next to the host's main repository."""
+    sources = host.get_fact(AptSources) or []
+    have: set[str] = set()
+    mirror = None
+    for repo in sources:
+        comps = set(getattr(repo, "components", []) or [])
+        url = getattr(repo, "url", "")
+        if "debian-security" in url or getattr(repo, "type", "deb") != "deb":
+            continue
+        if "main" in comps and mirror is None:
+            mirror = url
+        have |= comps
+    need = ["contrib", "non-free", "non-free-firmware"]
+    if all(c in have for c in need):
+        return []
+    dist = host.get_fact(LinuxDistribution) or {}
+    codename = (dist.get("release_meta") or {}).get("VERSION_CODENAME") or "bookworm"
+    return [files.put(
+        name="Debian contrib non-free non-free-firmware",
+        src=_StringIO(f"# Managed by dlrig (role nvidia_driver)\ndeb {mirror or 'http://deb.debian.org/debian'} "
+                      f"{codename} {' '.join(need)}\n"),
+        dest=NONFREE_LIST,
+        mode="644",
+    )]
+
+
+def _StringIO(text: str):
+    from io import StringIO
+
+    return StringIO(text)
+
+
+def _mok_enrol(family: str, password: str) -> None:
+    key = setting("driver_mok_key") or MOK_KEYS[family]
+    state = host.get_fact(MokKey, path=key)
+    if state in ("enrolled", "pending"):
+        return
+    make_key = "dkms generate_mok" if family == "debian" else "update-secureboot-policy --new-key"
+    der = key if key.endswith(".der") else key.replace(".pub", ".der") if key.endswith(".pub") else key
+    server.shell(
+        name="enrol the DKMS signing key (MOK): confirm at the MOK Manager screen on next boot",
+        commands=[
+            f"[ -f {key} ] || {make_key}",
+            f"[ -f {der} ] || der={key}; printf '%s\\n%s\\n' '{password}' '{password}' | mokutil --import {key}",
+            f"echo 'dlrig: MOK enrolment pending' > {REBOOT_MARKER}",
+        ],
+    )

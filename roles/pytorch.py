@@ -1,0 +1,217 @@
+"""Role ``pytorch``: one conda environment with torch (the build that fits the driver) and fastai.
+
+1. ``environment.yml`` (python + pip, conda-forge) -> ``conda env create -p PREFIX/envs/ENV``.
+2. ``ENV/pip.conf``: pip trusts the system store (extra CAs from the base role included).
+3. torch + torchvision with pip from the resolver's index (``https://download.pytorch.org/whl/
+   <variant>``; ``pip_index_url``/``pip_find_links`` override it for mirrors and wheelhouses), that
+   index only, so a GPU host never gets PyPI's or a CPU build; on a GPU host the install is
+   verified (``torch.version.cuda``) and a CPU build already there is replaced.
+4. fastai, ipykernel and ``extra_packages`` from PyPI, constrained to the installed torch build.
+5. The environment registered as a Jupyter kernel (``ipykernel install --user``).
+
+Every step is guarded by facts (``PythonEnv`` reads package metadata, never imports torch), so a
+converged host plans no change; a new ``torch_version`` updates torch in place.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server
+
+from dlrig import mlstack
+from dlrig.facts import CondaInstall, PythonEnv
+from dlrig.roles import owner, setting, template
+from dlrig.settings import Setting, declare
+
+
+def _env_name(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value) and value != "base":
+        return None
+    return "letters, digits, '.', '_' or '-' (not 'base'), e.g. 'dl'"
+
+
+def _python_version(value: str) -> str | None:
+    if re.fullmatch(r"3\.(1[0-9]|[0-9])(\.\d+)?", value):
+        return None
+    return "a Python 3 version such as '3.11' (fastai needs >= 3.10)"
+
+
+def _torch_version(value: str) -> str | None:
+    if re.fullmatch(r"2\.\d+(\.\d+)?", value):
+        return None
+    return "a torch release such as '2.14.1' (no +cuXXX suffix: the variant comes from the resolver)"
+
+
+def _urls(value: list) -> str | None:
+    for v in value:
+        if not (v.startswith(("http://", "https://", "file://")) or v.startswith("/")):
+            return f"{v!r}: give http(s):// or file:// URLs or absolute paths on the host"
+    return None
+
+
+DEFAULTS = declare(
+    "pytorch",
+    Setting("env_name", "dl", "str", "the conda environment with torch, fastai and Jupyter", check=_env_name),
+    Setting("python_version", "3.11", "str", "Python of that environment", check=_python_version),
+    Setting(
+        "pip_index_url",
+        None,
+        "url",
+        "index torch/torchvision come from; None: the resolver's (download.pytorch.org/whl/<variant>)",
+        nullable=True,
+    ),
+    Setting(
+        "pip_find_links",
+        [],
+        "list",
+        "extra wheel locations (wheelhouses, mirrors) pip looks in for every package",
+        item_kind="str",
+        check=_urls,
+    ),
+    Setting(
+        "extra_packages",
+        [],
+        "list",
+        "more pip requirements for the environment, e.g. ['pandas>=2.2', 'timm']",
+        item_kind="str",
+        check=mlstack.check_requirements,
+    ),
+    Setting(
+        "torch_version",
+        None,
+        "str",
+        "torch release to install, e.g. '2.14.1'; None: the resolver's choice",
+        nullable=True,
+        check=_torch_version,
+    ),
+)
+
+
+def _resolution():
+    """The resolver's answer for this host; without a resolver only a cpu_only host can go on."""
+    try:
+        from dlrig.resolver import resolve_host
+    except ImportError:
+        if setting("cpu_only"):
+            return None  # mlstack.torch_source: variant "cpu"
+        raise DeployError("dlrig.resolver is missing: it picks the torch build for the driver; "
+                          "reinstall dlrig (pip install dlrig) or set cpu_only=True") from None
+    return resolve_host()
+
+
+def _torch_source() -> mlstack.TorchSource:
+    data = {k: setting(k) for k in ("pip_index_url", "pip_find_links", "torch_version", "cpu_only")}
+    try:
+        return mlstack.torch_source(data, _resolution())
+    except ValueError as e:
+        raise DeployError(f"pytorch: {e}") from None
+
+
+def packages_command(python: str, specs: list[str], find_links: tuple[str, ...]) -> str:
+    """pip install ``specs`` with the installed torch and torchvision pinned (a constraints file)."""
+    pin = shlex.quote(
+        "import importlib.metadata as m\n"
+        "for n in ('torch', 'torchvision'):\n"
+        "    try: print(n + '==' + m.version(n))\n"
+        "    except m.PackageNotFoundError: pass\n"
+    )
+    links = [a for link in find_links for a in ("--find-links", link)]
+    pip = " ".join(shlex.quote(a) for a in [python, "-m", "pip", "install", "-c", "$c", *links, *specs])
+    pip = pip.replace("'$c'", '"$c"')
+    return (f'set -e; c=$(mktemp); trap \'rm -f "$c"\' EXIT; '
+            f'{shlex.quote(python)} -c {pin} > "$c"; {pip}')
+
+
+@deploy("pytorch", data_defaults=DEFAULTS)
+def pytorch():
+    user = owner()
+    home = mlstack.home_of(user)
+    prefix = mlstack.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
+    env_name = setting("env_name")
+    envp = mlstack.env_prefix(prefix, env_name)
+    python = mlstack.env_python(prefix, env_name)
+    as_user = {"_sudo": True, "_sudo_user": user}
+    src = _torch_source()
+
+    conda_state = host.get_fact(CondaInstall, prefix=prefix)
+    selected = setting("dlrig_roles") or []
+    if not conda_state["conda"] and selected and "conda" not in selected:
+        raise DeployError(f"no conda at {prefix}: apply the conda role first (--roles conda,pytorch)")
+
+    env = host.get_fact(PythonEnv, python=python)
+    wanted_python = setting("python_version")
+    if env is not None and not mlstack.python_matches(wanted_python, env.get("python")):
+        raise DeployError(
+            f"environment {env_name} has Python {env.get('python')}, python_version is {wanted_python}: "
+            f"remove it ({prefix}/bin/conda env remove -p {envp}) and apply again, or set python_version"
+        )
+
+    yml = files.template(
+        name=f"environment.yml for {env_name}",
+        src=template("environment.yml.j2"),
+        dest=f"{prefix}/dlrig/{env_name}/environment.yml",
+        env_name=env_name,
+        python_version=wanted_python,
+        channels=list(setting("conda_channels")),
+        torch_index=src.index_url,
+        mode="644",
+        **as_user,
+    )
+    conda = f"{prefix}/bin/conda"
+    create = ["env", "create", "--yes", "-p", envp, "-f", f"{prefix}/dlrig/{env_name}/environment.yml"]
+    if env is None:
+        server.shell(
+            name=f"create the {env_name} environment (conda env create)",
+            commands=[" ".join(shlex.quote(a) for a in [conda, *create])],
+            **as_user,
+        )
+    else:
+        server.shell(
+            name=f"update the {env_name} environment (environment.yml changed)",
+            commands=[" ".join(shlex.quote(a) for a in [conda, "env", "update", "-p", envp, "-f",
+                                                        f"{prefix}/dlrig/{env_name}/environment.yml"])],
+            _if=yml.did_change,
+            **as_user,
+        )
+
+    files.put(
+        name=f"pip in {env_name} trusts the system CA store",
+        src=StringIO(f"# Managed by dlrig (role pytorch)\n[global]\ncert = {mlstack.SYSTEM_CA_BUNDLE}\n"),
+        dest=f"{envp}/pip.conf",
+        mode="644",
+        **as_user,
+    )
+
+    reason = mlstack.torch_needs_install(src, env)
+    if reason:
+        force = "CPU build" in reason
+        server.shell(
+            name=f"torch + torchvision from {src.index_url} ({reason})",
+            commands=[mlstack.torch_install_command(python, src, force_reinstall=force)],
+            **as_user,
+        )
+
+    wanted = [*mlstack.BASE_PACKAGES, *setting("extra_packages")]
+    dists = (env or {}).get("dists", {})
+    if env is None or reason or mlstack.unsatisfied(wanted, dists):
+        server.shell(
+            name=f"fastai, ipykernel and extra_packages in {env_name}",
+            commands=[packages_command(python, wanted, src.find_links)],
+            **as_user,
+        )
+
+    kernel = f"{home}/.local/share/jupyter/kernels/{env_name}/kernel.json"
+    if env is None or not host.get_fact(File, path=kernel):
+        server.shell(
+            name=f"register the {env_name} Jupyter kernel",
+            commands=[" ".join(shlex.quote(a) for a in [
+                python, "-m", "ipykernel", "install", "--user", "--name", env_name,
+                "--display-name", f"Python ({env_name})"])],
+            **as_user,
+        )

@@ -1,0 +1,240 @@
+"""Role ``ssh``: OpenSSH server that never locks its owner out.
+
+* The owner's ``ssh_authorized_keys`` are installed first.
+* One drop-in, ``/etc/ssh/sshd_config.d/00-dlrig.conf``, sorts first: sshd keeps the first value
+  it reads, so it beats ``50-cloud-init.conf`` (which turns password login on) and the main file.
+* Lock-out guards: ``preflight`` refuses (exit 2, nothing run) what is wrong on the controller's
+  side alone; on the host, before any change, the role raises ``DeployError`` when password login
+  would go off while the owner has no authorized key, or root login would go off while pyinfra
+  logs in as root.
+* Validation: the candidate drop-in is uploaded to a staging path and the *whole* config is tested
+  with ``sshd -t -f`` on a temporary copy of the main config whose ``Include`` points at a copy of
+  ``sshd_config.d`` holding the candidate. On failure nothing under /etc/ssh is touched and the
+  operation fails with sshd's own message (paths shown as the real ones).
+* Reload, never restart: ``systemctl reload ssh`` under systemd, else ``SIGHUP`` to the pid in
+  ``/run/sshd.pid`` (the listening daemon; it re-executes itself, live sessions are separate
+  processes and survive).
+
+Ports (``ssh_port`` is also pyinfra's connection port): the drop-in always lists the port this
+very connection came in on (sshd's side of ``$SSH_CONNECTION``), so applying can never move sshd
+away from the port pyinfra uses. To move sshd to a new port without a lock-out:
+
+1. ``ssh_extra_ports: [2222]`` and apply (connected on 22): sshd listens on 22 and 2222, the
+   firewall role allows both.
+2. ``ssh_port: 2222``, ``ssh_extra_ports: []`` and apply (connected on 2222): port 22 goes.
+
+``Port`` lines add up across config files, so a port also set in the main ``sshd_config`` stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+
+import jinja2
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import Sha1File
+from pyinfra.facts.server import User
+from pyinfra.operations import apt, files, server
+
+from dlrig.facts import AuthorizedKeyCount, SshServerPort
+from dlrig.roles import owner, setting, template
+from dlrig.settings import Setting, declare
+
+log = logging.getLogger("dlrig.ssh")
+
+DROPIN = "/etc/ssh/sshd_config.d/00-dlrig.conf"
+STAGING = "/var/lib/dlrig/ssh/00-dlrig.conf"
+MAIN_CONFIG = "/etc/ssh/sshd_config"
+
+_KEY_RE = re.compile(r"^(?:[\w,=\"-]+ +)?(ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[\w@.-]+) +AAAA[0-9A-Za-z+/]+=*( .*)?$")
+
+
+def _check_keys(keys: list) -> str | None:
+    for k in keys:
+        if not isinstance(k, str) or "\n" in k or not _KEY_RE.match(k.strip()):
+            return (f"{str(k)[:40]!r}... is not one OpenSSH public key line "
+                    "(e.g. 'ssh-ed25519 AAAA... you@laptop', as in ~/.ssh/id_ed25519.pub)")
+    return None
+
+
+def _check_extra(lines: list) -> str | None:
+    for line in lines:
+        if not isinstance(line, str) or "\n" in line or "\r" in line or not line.strip():
+            return f"{line!r}: give one sshd_config directive per item, e.g. 'X11Forwarding no'"
+    return None
+
+
+def _check_ports(ports: list) -> str | None:
+    bad = [p for p in ports if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535]
+    return f"{bad!r} are not TCP ports (1-65535)" if bad else None
+
+
+DEFAULTS = declare(
+    "ssh",
+    Setting("ssh_authorized_keys", [], "list",
+            "public keys (lines of id_*.pub) installed for the rig's owner", item_kind="str",
+            check=_check_keys),
+    Setting("ssh_password_authentication", None, "bool",
+            "password login; None: off once the owner has an authorized key, else left as is",
+            nullable=True),
+    Setting("ssh_permit_root_login", "no", "str", "sshd PermitRootLogin",
+            choices=("no", "prohibit-password")),
+    Setting("ssh_port", 22, "port",
+            "the port pyinfra connects to; sshd always keeps listening on the port it was reached on"),
+    Setting("ssh_extra_ports", [], "list",
+            "more ports for sshd (move ports: add the new one here first, then switch ssh_port)",
+            item_kind="int", check=_check_ports),
+    Setting("ssh_extra_config", [], "list",
+            "extra sshd_config directives for the drop-in, one per item (validated by sshd -t)",
+            item_kind="str", check=_check_extra),
+)
+
+
+def preflight(host_name: str, data: dict) -> list[str]:
+    """Controller-side lock-out checks (no facts needed)."""
+    errors = []
+    keys = data.get("ssh_authorized_keys") or []
+    if data.get("ssh_password_authentication") is False and not keys and data.get("ssh_password") \
+            and not data.get("ssh_key"):
+        errors.append(
+            f"{host_name}: ssh_password_authentication = False would lock you out: pyinfra logs in "
+            "with ssh_password and ssh_authorized_keys is empty; add your public key to "
+            "ssh_authorized_keys (and log in with ssh_key), or keep password login on")
+    if data.get("ssh_permit_root_login") == "no" and data.get("ssh_user") == "root":
+        errors.append(
+            f"{host_name}: ssh_permit_root_login = 'no' would lock out ssh_user = 'root'; log in as "
+            "a sudo user (ssh_user, _sudo=True) or set ssh_permit_root_login = 'prohibit-password'")
+    return errors
+
+
+def render_dropin(*, ports: list[int], permit_root_login: str, password_authentication: bool | None,
+                  extra_config: list[str]) -> str:
+    """The drop-in's text (also used by the unit tests, which run the real ``sshd -t`` on it)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    with open(template("sshd-dlrig.conf.j2")) as f:
+        tmpl = env.from_string(f.read())
+    return tmpl.render(ports=ports, permit_root_login=permit_root_login,
+                       password_authentication=password_authentication, extra_config=extra_config)
+
+
+# $1 staging file, $2 drop-in, $3 main config, $4 expected passwordauthentication ("" = any).
+VALIDATE_AND_INSTALL = r"""
+S=$1; D=$2; M=$3; WANT=$4
+DIR=$(dirname "$D")
+T=$(mktemp -d /tmp/dlrig-sshd.XXXXXX) || exit 1
+trap 'rm -rf "$T"' EXIT
+mkdir "$T/d"
+for f in "$DIR"/*.conf; do [ -e "$f" ] && cp -p "$f" "$T/d/"; done
+cp "$S" "$T/d/$(basename "$D")"
+sed -e "s#$DIR/#$T/d/#g" -e "s#^\([[:space:]]*[Ii]nclude[[:space:]]\{1,\}\)sshd_config\.d/#\1$T/d/#" "$M" > "$T/sshd_config"
+if ! out=$(/usr/sbin/sshd -t -f "$T/sshd_config" 2>&1); then
+    echo "sshd -t rejected the new config; $D and $M are unchanged:" >&2
+    printf '%s\n' "$out" | sed -e "s#$T/d/#$DIR/#g" -e "s#$T/sshd_config#$M#g" >&2
+    exit 1
+fi
+if [ -n "$WANT" ]; then
+    got=$(/usr/sbin/sshd -T -f "$T/sshd_config" 2>/dev/null | awk '$1=="passwordauthentication"{print $2}')
+    if [ "$got" != "$WANT" ]; then
+        echo "sshd would still use PasswordAuthentication $got (wanted $WANT): something in $M is read before $D (a Match block or no Include of $DIR); nothing changed" >&2
+        exit 1
+    fi
+fi
+install -m 644 -o root -g root "$S" "$D.dlrig-new" && mv -f "$D.dlrig-new" "$D"
+""".strip()
+
+# $1: 1 when the set of ports changed (socket-activated sshd needs its socket regenerated).
+RELOAD = r"""
+if [ -d /run/systemd/system ]; then
+    if [ "$1" = 1 ] && systemctl is-active --quiet ssh.socket; then
+        systemctl daemon-reload && systemctl restart ssh.socket
+    fi
+    for u in ssh.service sshd.service; do
+        if systemctl is-active --quiet "$u"; then systemctl reload "$u"; echo "reloaded $u"; exit $?; fi
+    done
+    echo "sshd is not running: the new config applies when it starts"
+elif [ -s /run/sshd.pid ] && kill -0 "$(cat /run/sshd.pid)" 2>/dev/null; then
+    kill -HUP "$(cat /run/sshd.pid)" && echo "sent SIGHUP to sshd (pid $(cat /run/sshd.pid))"
+else
+    echo "sshd is not running: the new config applies when it starts"
+fi
+""".strip()
+
+
+def _sh(script: str, *args) -> str:
+    from shlex import quote
+
+    return f"sh -c {quote(script)} dlrig-ssh " + " ".join(quote(str(a)) for a in args)
+
+
+def wanted_ports() -> list[int]:
+    """sshd's ports: the one this connection came in on (else ``ssh_port``) plus the extras."""
+    conn = host.get_fact(SshServerPort, _sudo=False)
+    configured = setting("ssh_port")
+    if conn is not None and configured and conn != configured:
+        log.warning("%s: connected to port %s but sshd received it on %s (port forwarding?): "
+                    "keeping sshd on %s", host.name, configured, conn, conn)
+    base = conn if conn is not None else configured
+    return sorted({int(base), *(int(p) for p in setting("ssh_extra_ports") or [])})
+
+
+@deploy("ssh", data_defaults=DEFAULTS)
+def ssh():
+    user = owner()
+    keys = [k.strip() for k in host.data.ssh_authorized_keys]
+    have = host.get_fact(AuthorizedKeyCount, user=user)
+    password = host.data.ssh_password_authentication
+
+    # --- lock-out guards, before any change --------------------------------------------------
+    if have is None and (keys or password is False):
+        raise DeployError(f"ssh: user {user} does not exist on {host.name}; create it first "
+                          "or set workstation_user to an existing user")
+    if password is False and not keys and not have:
+        raise DeployError(
+            f"ssh: refusing to turn password login off: {user} has no authorized key on "
+            f"{host.name} and ssh_authorized_keys is empty; add your public key to ssh_authorized_keys")
+    if password is None:
+        password = False if (keys or have) else None
+        if password is None:
+            log.warning("%s: %s has no SSH key yet: password login left as it is; add "
+                        "ssh_authorized_keys to turn it off", host.name, user)
+    if host.data.ssh_permit_root_login == "no" and host.get_fact(User, _sudo=False) == "root":
+        raise DeployError("ssh: refusing PermitRootLogin no while pyinfra logs in as root; "
+                          "log in as a sudo user or set ssh_permit_root_login = 'prohibit-password'")
+
+    if "openssh-server" not in (host.get_fact(DebPackages) or {}):
+        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
+        apt.packages(name="OpenSSH server", packages=["openssh-server"], no_recommends=True)
+
+    if keys:
+        server.user_authorized_keys(name=f"authorized keys of {user}", user=user, public_keys=keys)
+
+    # --- the drop-in: validated as a whole before it replaces the old one --------------------
+    ports = wanted_ports()
+    text = render_dropin(ports=ports, permit_root_login=host.data.ssh_permit_root_login,
+                         password_authentication=password,
+                         extra_config=list(host.data.ssh_extra_config))
+    if host.get_fact(Sha1File, path=DROPIN) == hashlib.sha1(text.encode()).hexdigest():
+        return
+    old_ports = _dropin_ports(host.get_fact(Sha1File, path=DROPIN) is not None)
+    files.directory(name="staging directory", path="/var/lib/dlrig/ssh", mode="700")
+    files.put(name="stage the sshd drop-in", src=io.StringIO(text), dest=STAGING, mode="600")
+    want = "" if password is None else ("yes" if password else "no")
+    server.shell(name=f"validate the whole config (sshd -t) and install {DROPIN}",
+                 commands=[_sh(VALIDATE_AND_INSTALL, STAGING, DROPIN, MAIN_CONFIG, want)])
+    server.shell(name="reload sshd (live sessions survive)",
+                 commands=[_sh(RELOAD, "1" if old_ports != ports else "0")])
+
+
+def _dropin_ports(exists: bool) -> list[int] | None:
+    if not exists:
+        return None
+    from pyinfra.facts.files import FileContents
+
+    lines = host.get_fact(FileContents, path=DROPIN) or []
+    return sorted({int(x.split()[1]) for x in lines if re.match(r"^\s*Port\s+\d+\s*$", x)})

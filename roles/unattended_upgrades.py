@@ -1,0 +1,100 @@
+"""Role ``unattended_upgrades``: security updates keep coming; the GPU driver never moves by itself.
+
+"Failed to initialize NVML: Driver/library version mismatch" is what users see after
+unattended-upgrades replaced the driver's user-space libraries under a loaded kernel module.
+The driver packages are excluded through ``Unattended-Upgrade::Package-Blacklist`` (Python
+regular expressions matched at the start of package names, unattended-upgrades >= 1.x) in
+``/etc/apt/apt.conf.d/52dlrig-unattended-upgrades`` (after 50unattended-upgrades: apt appends list
+entries and takes the last value of scalars). The distribution's allowed origins (the
+``-security`` pocket) are left as they are; no automatic reboot unless asked.
+
+Which packages: the nvidia_driver role's ``held_packages()`` when that role defines it, plus
+:data:`DRIVER_PACKAGE_PATTERNS` (the one place this role names driver packages itself).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files
+
+from dlrig.roles import setting, template
+from dlrig.settings import Setting, declare
+
+#: Packages of the GPU stack unattended-upgrades must never touch (regexes, matched at the start).
+DRIVER_PACKAGE_PATTERNS = (
+    r"nvidia-",
+    r"libnvidia-",
+    r"xserver-xorg-video-nvidia",
+    r"linux-modules-nvidia-",
+    r"linux-objects-nvidia-",
+    r"linux-signatures-nvidia-",
+    r"firmware-nvidia-",
+    r"cuda-drivers",
+    r"libcuda1",
+)
+
+
+def _check_regexes(values: list) -> str | None:
+    for v in values:
+        try:
+            re.compile(v)
+        except (re.error, TypeError) as e:
+            return f"{v!r} is not a regular expression ({e})"
+        if '"' in v or ";" in v:
+            return f"{v!r}: no quotes or semicolons (apt.conf syntax)"
+    return None
+
+
+DEFAULTS = declare(
+    "unattended_upgrades",
+    Setting("unattended_upgrades_enabled", True, "bool", "install and enable unattended-upgrades"),
+    Setting("unattended_upgrades_blacklist", [], "list",
+            "more package regexes unattended-upgrades must not upgrade", item_kind="str",
+            check=_check_regexes),
+    Setting("unattended_upgrades_reboot", False, "bool",
+            "reboot automatically when an update needs it (off: a training run is never cut)"),
+)
+
+CONF = "/etc/apt/apt.conf.d/52dlrig-unattended-upgrades"
+
+
+def held_patterns() -> list[str]:
+    """Regexes for the driver packages: the nvidia_driver role's ``held_packages()``, if any."""
+    patterns = list(DRIVER_PACKAGE_PATTERNS)
+    try:
+        driver = importlib.import_module("dlrig.roles.nvidia_driver")
+    except ImportError:
+        driver = None
+    held = getattr(driver, "held_packages", None)
+    if callable(held):
+        try:
+            names = list(held() or [])
+        except Exception:  # noqa: BLE001 - it may need facts this host cannot give: keep ours
+            names = []
+        patterns += [re.escape(n) + "$" for n in names if not any(re.match(p, n) for p in patterns)]
+    patterns += [p for p in setting("unattended_upgrades_blacklist") or [] if p not in patterns]
+    return patterns
+
+
+@deploy("unattended_upgrades", data_defaults=DEFAULTS)
+def unattended_upgrades():
+    if not host.data.unattended_upgrades_enabled:
+        files.file(name=f"no {CONF}", path=CONF, present=False)
+        return
+    if "unattended-upgrades" not in (host.get_fact(DebPackages) or {}):
+        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
+        apt.packages(name="unattended-upgrades", packages=["unattended-upgrades"], no_recommends=True)
+    files.template(
+        name="security updates on, GPU driver packages excluded",
+        src=template("unattended-upgrades-dlrig.conf.j2"),
+        dest=CONF,
+        mode="644",
+        jinja_env_kwargs={"trim_blocks": True, "lstrip_blocks": True},
+        blacklist=held_patterns(),
+        reboot=host.data.unattended_upgrades_reboot,
+    )

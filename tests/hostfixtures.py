@@ -1,0 +1,74 @@
+"""Pytest fixtures for dlrig test hosts (Debian 12 over real SSH, see dlrig.hosts).
+
+Imported into tests/conftest.py. Tests that start hosts are marked ``hosts`` and skip with a
+reason when this machine cannot run them (not root, debootstrap missing, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from dlrig import hosts as _hosts
+
+__all__ = ["golden_image", "make_hosts"]
+
+MARKERS = {
+    "hosts": "starts Debian 12 test hosts (needs root, debootstrap, unshare, ssh, zstd)",
+    "slow": "slow test (network downloads, big installs)",
+}
+
+
+def register_markers(config: pytest.Config) -> None:
+    """Register the ``hosts`` and ``slow`` markers (call from pytest_configure)."""
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+
+
+def skip_unrunnable_host_tests(items: list[pytest.Item]) -> None:
+    """Skip ``hosts``-marked tests, with the reason, where test hosts cannot run."""
+    reason = _hosts.missing_requirements()
+    if reason is None:
+        return
+    if os.environ.get("CI") and any(item.get_closest_marker("hosts") for item in items):
+        # CI installs everything (.ci/run): a missing tool there is a broken CI, not a skip.
+        raise pytest.UsageError(f"CI cannot run the host tests: {reason}")
+    marker = pytest.mark.skip(reason=f"test hosts unavailable: {reason}")
+    for item in items:
+        if item.get_closest_marker("hosts"):
+            item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def golden_image() -> Path:
+    """The cached golden image (built once per recipe; DLRIG_CACHE, DLRIG_DEBIAN_MIRROR)."""
+    reason = _hosts.missing_requirements()
+    if reason:
+        pytest.skip(f"test hosts unavailable: {reason}")
+    return _hosts.golden_image()
+
+
+@pytest.fixture
+def make_hosts(
+    golden_image: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., list[_hosts.TestHost]]]:
+    """Factory: ``make_hosts(n, names=None, **pool_kw)`` -> started hosts, stopped at test end."""
+    pools: list[_hosts.HostPool] = []
+
+    def make(n: int = 1, names: list[str] | None = None, **pool_kw) -> list[_hosts.TestHost]:
+        pool = _hosts.HostPool(tmp_path_factory.mktemp("hosts"), golden_image, **pool_kw)
+        pools.append(pool)
+        return pool.start_many(n, names)
+
+    yield make
+    errors = []
+    for pool in pools:
+        try:
+            pool.stop_all()
+        except _hosts.HostError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("test host teardown failed: " + "; ".join(errors))

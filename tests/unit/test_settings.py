@@ -1,0 +1,157 @@
+"""Settings validation: the schema, the error texts, and the CLI's exit 2 with nothing run."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlrig.settings import Setting, registry, validate_host_data
+
+
+def test_every_setting_has_help_and_a_valid_default():
+    for key, s in registry().items():
+        assert s.help and s.role, key
+        assert validate_host_data("h", {key: s.default}) == [], key
+
+
+def test_unknown_key_suggests_the_closest_known_key():
+    (err,) = validate_host_data("rig", {"apt_lock_timout": 5})
+    assert err == "rig: unknown setting 'apt_lock_timout'; did you mean 'apt_lock_timeout'?"
+
+
+def test_unknown_key_without_a_close_one_points_at_the_list():
+    (err,) = validate_host_data("rig", {"zzqx": 1})
+    assert "unknown setting 'zzqx'" in err and "dlrig settings" in err
+
+
+def test_pyinfra_keys_pass_and_their_typos_do_not():
+    assert validate_host_data("rig", {"ssh_user": "me", "ssh_key": "/k", "_sudo": True, "fake_delay": 0}) == []
+    (err,) = validate_host_data("rig", {"ssh_usr": "me"})
+    assert "did you mean 'ssh_user'" in err
+    (err,) = validate_host_data("rig", {"_sudoo": True})
+    assert "did you mean '_sudo'" in err
+
+
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("apt_lock_timeout", "ten", "apt_lock_timeout = 'ten' is not allowed; use an integer from 0 to 7200"),
+        ("apt_lock_timeout", 99999, "apt_lock_timeout = 99999 is not allowed; use an integer from 0 to 7200"),
+        ("apt_lock_timeout", True, "apt_lock_timeout = True is not allowed"),
+        ("base_extra_packages", ["ok", 3], "base_extra_packages = ['ok', 3] (item 3) is not allowed; use a list of strings"),
+        ("ubuntu_enable_universe", "yes", "ubuntu_enable_universe = 'yes' is not allowed; use True or False"),
+        ("dlrig_roles", ["base", "nope"], "unknown role(s) ['nope']"),
+    ],
+)
+def test_wrong_type_or_range_names_host_key_value_and_what_is_allowed(key, value, fragment):
+    (err,) = validate_host_data("rig-1", {key: value})
+    assert err.startswith("rig-1: ")
+    assert fragment in err
+
+
+def test_extra_ca_certificates_must_exist_and_be_pem(tmp_path):
+    not_pem = tmp_path / "x.crt"
+    not_pem.write_text("hello")
+    (err,) = validate_host_data("rig", {"extra_ca_certificates": [str(tmp_path / "missing.crt")]})
+    assert "does not exist on this machine" in err
+    (err,) = validate_host_data("rig", {"extra_ca_certificates": [str(not_pem)]})
+    assert "not a PEM certificate" in err
+
+
+def test_setting_kinds_and_bounds():
+    s = Setting("p", 22, "port", "a port", role="t")
+    from dlrig.settings import _check_value
+
+    assert _check_value(s, 22) is None
+    assert _check_value(s, 0) == "0"
+    assert _check_value(s, 70000) == "70000"
+    assert _check_value(Setting("a", "/x", "path", "h"), "rel/x") == "'rel/x'"
+    assert _check_value(Setting("u", "", "url", "h"), "ftp://x") == "'ftp://x'"
+    assert _check_value(Setting("i", "", "ip", "h"), "127.0.0.1") is None
+    assert _check_value(Setting("i", "", "ip", "h"), "127.0.0.300") == "'127.0.0.300'"
+    assert _check_value(Setting("c", "a", "str", "h", choices=("a", "b")), "c") == "'c'"
+
+
+def _dlrig(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "dlrig.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def listener():
+    """A real TCP listener standing in for a host's sshd: counts connection attempts."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    yield srv
+    srv.close()
+
+
+def _attempts(srv) -> int:
+    n = 0
+    while True:
+        try:
+            conn, _ = srv.accept()
+        except (socket.timeout, BlockingIOError):
+            return n
+        conn.close()
+        n += 1
+
+
+def _inventory(tmp_path, port: int, data: str) -> Path:
+    inv = tmp_path / "inv.py"
+    inv.write_text(
+        f'hosts = [("rig", {{"ssh_hostname": "127.0.0.1", "ssh_port": {port}, {data}}})]\n'
+    )
+    return inv
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_cli_bad_settings_exit_2_with_lines_and_touch_no_host(tmp_path, listener, command):
+    port = listener.getsockname()[1]
+    inv = _inventory(tmp_path, port, '"apt_lock_timout": 5, "base_packages": "git"')
+    r = _dlrig(command, str(inv), "--yes" if command == "apply" else "--json")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "dlrig: error: rig: unknown setting 'apt_lock_timout'; did you mean 'apt_lock_timeout'?",
+        "dlrig: error: rig: base_packages = 'git' is not allowed; use a list of strings "
+        "(essential packages on every rig)",
+    ]
+    assert r.stdout == ""
+    assert _attempts(listener) == 0, "dlrig connected to a host despite invalid settings"
+
+
+def test_cli_missing_and_broken_inventory(tmp_path):
+    r = _dlrig("plan", str(tmp_path / "nope.py"))
+    assert r.returncode == 2
+    assert "file not found" in r.stderr and "Traceback" not in r.stderr
+    broken = tmp_path / "broken.py"
+    broken.write_text("hosts = [\n")
+    r = _dlrig("apply", str(broken), "--yes")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f"dlrig: error: inventory {broken}: syntax error at line 1: '[' was never closed; fix the file"
+    )
+    empty = tmp_path / "empty.py"
+    empty.write_text("hosts = []\n")
+    r = _dlrig("plan", str(empty))
+    assert r.returncode == 2 and "no hosts in it" in r.stderr
+
+
+def test_cli_unknown_role_and_bad_data_option():
+    r = _dlrig("plan", "@local", "--roles", "base,gpu_magic")
+    assert r.returncode == 2 and "unknown role(s) gpu_magic" in r.stderr
+    r = _dlrig("plan", "@local", "--data", "noequals")
+    assert r.returncode == 2 and "use KEY=VALUE" in r.stderr
+    r = _dlrig("plan", "@local", "--data", "apt_lock_timeout=-1")
+    assert r.returncode == 2 and "apt_lock_timeout = -1 is not allowed" in r.stderr
+
+
+def test_apply_without_yes_and_without_a_terminal_refuses():
+    r = subprocess.run([sys.executable, "-m", "dlrig.cli", "apply", "@local", "--roles", "base"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "add --yes" in r.stderr
