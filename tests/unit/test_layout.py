@@ -1,0 +1,74 @@
+"""The newcomer's files: inventories, the Vagrantfile, the README's two commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlrig.inventory import load_inventory, validate
+from dlrig.settings import BEGIN_MARK, END_MARK, commented_defaults
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_inventory_shows_every_setting_with_its_default():
+    text = (ROOT / "inventories/example.py").read_text()
+    block = text[text.index(BEGIN_MARK) + len(BEGIN_MARK):text.index(END_MARK)]
+    assert block.strip() == commented_defaults().strip(), (
+        "inventories/example.py is stale: run `dlrig settings --python --write inventories/example.py`"
+    )
+
+
+@pytest.mark.parametrize("name", ["local.py", "example.py"])
+def test_shipped_inventories_load_and_validate(name):
+    hosts = load_inventory(str(ROOT / "inventories" / name))
+    validate(hosts)
+    assert hosts
+
+
+def test_vagrant_inventory_without_running_vms_is_one_clear_line():
+    """pyinfra's @vagrant connector asks vagrant for running VMs; with none up that is an error."""
+    if not shutil.which("vagrant"):
+        pytest.skip("vagrant not installed")
+    r = subprocess.run([sys.executable, "-m", "dlrig.cli", "plan", "inventories/vagrant.py"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "dlrig: error: inventory inventories/vagrant.py: cannot be loaded: InventoryError: "
+        "No running Vagrant instances matching `jammy` found!"
+    ]
+
+
+def test_vagrantfile_validates():
+    if not shutil.which("vagrant"):
+        if os.environ.get("CI"):
+            pytest.fail("vagrant missing in CI: .ci/run installs Debian's vagrant package")
+        pytest.skip("vagrant not installed (apt-get install vagrant)")
+    r = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (ROOT / "Vagrantfile").read_text()
+    assert "ubuntu2204" in text and "ubuntu2404" in text
+    assert ":libvirt" in text and ":virtualbox" in text
+
+
+def test_readme_starts_with_the_two_newcomer_commands():
+    lines = [l for l in (ROOT / "README.md").read_text().splitlines() if l.strip()]
+    assert lines[1] == "```sh"
+    assert "dlrig demo" in lines[2]
+    assert ".ci/run" in lines[3]
+    ci = (ROOT / ".ci/run").read_text()
+    assert "python3 -m pytest" in ci and "python3 -m pytest" in lines[3]
+
+
+def test_plain_pyinfra_runs_the_workstation_deploy_file():
+    """`pyinfra INVENTORY deploys/workstation.py` works without dlrig's CLI (a dry run on @local)."""
+    r = subprocess.run([sys.executable, "-m", "pyinfra", "@local", "deploys/workstation.py", "--dry",
+                        "--data", "dlrig_roles=base"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "base | apt waits for the dpkg lock" in r.stdout + r.stderr
