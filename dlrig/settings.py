@@ -128,10 +128,10 @@ def _kind_error(kind: str, value: Any) -> bool:
 
 def _check_value(s: Setting, value: Any) -> str | None:
     """Why ``value`` is not allowed for ``s``, or None."""
+    if s.choices is not None:
+        return None if value in s.choices or (value is None and s.nullable) else repr(value)
     if value is None:
         return None if s.nullable else "None"
-    if s.choices is not None:
-        return None if value in s.choices else repr(value)
     if _kind_error(s.kind, value):
         return repr(value)
     if s.kind == "port" and not 1 <= value <= 65535:
