@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ class HostSummary:
     unchanged: int = 0
     failed: int = 0
     reachable: bool = True
+    errors: list[str] = field(default_factory=list)  # pyinfra's lines about this host's failure
 
     @property
     def ok(self) -> bool:
@@ -53,9 +56,16 @@ class RunResult:
         return out
 
     def summary(self, hosts: list[str]) -> dict[str, HostSummary]:
-        """Per host: operations that changed, did not change and failed."""
-        out = {h: HostSummary() for h in hosts}
-        results = self.results or {}
+        """Per host: operations that changed, did not change and failed.
+
+        pyinfra's JSON results are used when it printed them; when every host failed it prints
+        none ("No hosts remaining"), and its progress lines on stderr are read instead.
+        """
+        progress = parse_progress(self.stderr, hosts)
+        if self.results is None:
+            return progress
+        out = {h: HostSummary(errors=progress[h].errors if h in progress else []) for h in hosts}
+        results = self.results
         for op in results.get("operations", []):
             for h in op.get("success", []):
                 out.setdefault(h, HostSummary()).changed += 1
@@ -67,10 +77,36 @@ class RunResult:
             s = out.setdefault(h, HostSummary())
             if s.failed == 0:  # failed before any operation: connection or preparation
                 s.reachable = False
-        if self.results is None and self.returncode != 0:
-            for s in out.values():
-                s.reachable = False
         return out
+
+
+_PROGRESS = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?P<text>.*)$")
+
+
+def parse_progress(stderr: str, hosts: list[str]) -> dict[str, HostSummary]:
+    """Per-host outcomes from pyinfra's progress output (``[host] Success`` lines and the like)."""
+    out = {h: HostSummary() for h in hosts}
+    connected: set[str] = set()
+    for line in stderr.splitlines():
+        m = _PROGRESS.match(line)
+        if not m or m["host"] not in out:
+            continue
+        s, text = out[m["host"]], m["text"].strip()
+        if text == "Connected":
+            connected.add(m["host"])
+        elif text == "Success":
+            s.changed += 1
+        elif text == "No changes":
+            s.unchanged += 1
+        elif text.startswith("Error"):
+            s.failed += 1
+            s.errors.append(text)
+        elif not text.startswith(("Ready:", "Skipped", "Loaded fact")):
+            s.errors.append(text)  # a command's output or a connection error: context for a failure
+    for name, s in out.items():
+        s.reachable = name in connected
+        s.errors = s.errors[-12:] if s.failed or not s.reachable else []
+    return out
 
 
 def pyinfra_command(
@@ -92,20 +128,25 @@ def pyinfra_command(
 
 
 def run_pyinfra(cmd: list[str], *, show_progress: bool) -> RunResult:
-    """Run pyinfra; its progress (stderr) goes to our stderr when ``show_progress``."""
+    """Run pyinfra; its progress (stderr) is kept and, with ``show_progress``, shown as it comes."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=None if show_progress else subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    stderr = proc.stderr or ""
-    payload = _last_json_object(proc.stdout)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stdout_chunks: list[str] = []
+    reader = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    stderr_lines = []
+    for line in proc.stderr:
+        stderr_lines.append(line)
+        if show_progress:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    returncode = proc.wait()
+    reader.join()
+    stdout, stderr = "".join(stdout_chunks), "".join(stderr_lines)
+    payload = _last_json_object(stdout)
     if payload is None:
-        return RunResult(proc.returncode, stderr=stderr + proc.stdout)
-    return RunResult(proc.returncode, payload.get("plan") or [], payload.get("results"), stderr)
+        return RunResult(returncode, stderr=stderr + stdout)
+    return RunResult(returncode, payload.get("plan") or [], payload.get("results"), stderr)
 
 
 def _last_json_object(stdout: str) -> dict | None:
