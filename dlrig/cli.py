@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from dlrig import __version__
+from dlrig import mlstack
 from dlrig.inventory import UserError, load_inventory, validate
 
 EXIT_USAGE = 2
@@ -123,13 +124,16 @@ def _print_plan(hosts, changes, conditional) -> None:
 
 
 @main.command()
+@mlstack.jupyter_password_option
 @_inventory_arg
 @_roles_opt
 @_data_opt
 @_json_opt
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("-v", "verbose", count=True, help="More of pyinfra's output.")
-def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, yes: bool, verbose: int) -> None:
+@click.option("--reboot", is_flag=True, help="Reboot hosts whose NVIDIA driver changed and wait (never this machine).")
+def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, yes: bool, verbose: int,
+          reboot: bool = False) -> None:
     """Apply the roles to every host in INVENTORY and summarise per host."""
     from dlrig.deploys import deploy_file
     from dlrig.runner import pyinfra_command, run_pyinfra
@@ -156,10 +160,15 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
     )
     summary = result.summary([h.name for h in hosts])
     all_ok = result.returncode == 0 and all(s.ok for s in summary.values())
+    from dlrig.resolve_cmd import after_apply  # hosts whose driver changed: reboot (--reboot) or say so
+    reboots = after_apply(inventory, result.results, reboot, quiet=as_json)
+    all_ok = all_ok and not any(v.startswith("reboot failed") for v in reboots.values())
     if as_json:
         click.echo(json.dumps({
             "hosts": {name: {"changed": s.changed, "unchanged": s.unchanged, "failed": s.failed,
-                             "reachable": s.reachable, "ok": s.ok} for name, s in summary.items()},
+                             "reachable": s.reachable, "ok": s.ok, "errors": s.errors}
+                      for name, s in summary.items()},
+            "reboot": reboots,
             "ok": all_ok,
         }))
     else:
@@ -168,6 +177,9 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
         for name, s in summary.items():
             status = "ok" if s.ok else ("unreachable" if not s.reachable else "FAILED")
             click.echo(f"{name:24} {s.changed:>8} {s.unchanged:>10} {s.failed:>7}  {status}")
+            for line in s.errors[-3:]:
+                click.echo(f"{'':24} {line}")
+    mlstack.echo_tunnel_hints(hosts, summary, as_json)
     sys.exit(0 if all_ok else 1)
 
 
@@ -193,6 +205,20 @@ def settings(role: str | None, as_python: bool, write_to: str | None) -> None:
         click.echo(f"{s.role:14} {s.key:30} default {s.default!r}")
         click.echo(f"{'':14} {'':30} {s.allowed()}: {s.help}")
 
+
+from dlrig import demo as _demo  # noqa: E402
+
+main.add_command(_demo.demo)
+
+from dlrig import resolve_cmd  # noqa: E402
+
+main.add_command(resolve_cmd.resolve)
+main.add_command(resolve_cmd.doctor)
+
+from dlrig import verify_cmd  # noqa: E402
+
+main.add_command(verify_cmd.verify)
+main.add_command(verify_cmd.bench)
 
 if __name__ == "__main__":
     main()

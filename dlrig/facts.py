@@ -166,8 +166,10 @@ class NetInterfaceMac(FactBase):
         return f"cat /sys/class/net/{iface}/address 2>/dev/null || true"
 
     def process(self, output):
+        import re
+
         for line in output:
-            if line.strip():
+            if re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", line.strip()):
                 return line.strip().lower()
         return None
 

@@ -57,8 +57,9 @@ echo '### other_kernel_modules'; ls -d /lib/modules/*/updates/dkms/nvidia.ko* /l
 echo '### libs'; ls /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.* /usr/lib/x86_64-linux-gnu/nvidia/current/libnvidia-ml.so.* \
   /usr/lib64/libnvidia-ml.so.* /usr/lib/aarch64-linux-gnu/libnvidia-ml.so.* 2>/dev/null
 echo '### packages'; dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Version}\n' '*nvidia*' 2>/dev/null | grep '^ii'
-echo '### lspci_rc'; command -v lspci >/dev/null 2>&1 && echo 0 || echo 127
-echo '### lspci'; lspci -nn -d 10de: 2>/dev/null
+lspci_out=$(lspci -nn -d 10de: 2>/dev/null); lspci_rc=$?
+echo '### lspci_rc'; echo $lspci_rc
+echo '### lspci'; echo "$lspci_out"
 echo '### secure_boot'; (mokutil --sb-state 2>&1 || true) | head -n 3
 echo '### dmesg'; (dmesg 2>/dev/null || journalctl -k -b --no-pager -q 2>/dev/null) \
   | grep -iE 'nvidia|nvrm|lockdown|key was rejected|module verification|unsigned module' | tail -n 20
@@ -123,7 +124,7 @@ class Evidence:
 
     @property
     def module_signer(self) -> str | None:
-        m = re.search(r"^signer:\s*(.*)$", self.modinfo, re.M)
+        m = re.search(r"^signer:[ \t]*(.*)$", self.modinfo, re.M)
         return (m.group(1).strip() or None) if m else None
 
     @property

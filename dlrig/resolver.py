@@ -230,7 +230,7 @@ def resolve(
     """The driver, CUDA, cuDNN and torch build for these GPUs on this OS, honouring the wishes."""
     gpus = tuple(gpus)
     if os not in OSES:
-        raise ResolveError(f"OS {os!r} is not supported; dlrig supports {', '.join(OSES)}")
+        raise ResolveError(f"OS {os!r} is not supported; use one of {', '.join(OSES)}")
     torch_v = _torch_version(torch, python)
     if cpu_only:
         return Resolution(os, (), None, None, None, Torch(torch_v, "cpu", INDEX.format(variant="cpu")),

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
@@ -383,19 +383,38 @@ def as_json(results: list[CheckResult]) -> dict[str, Any]:
 _MARK = {PASSED: "pass", FAILED: "FAIL", SKIPPED: "skip", ERROR: "ERROR"}
 
 
+def _collapse_skips(results: list[CheckResult]) -> list[tuple[CheckResult, int]]:
+    """Runs of 3+ consecutive skips with the same host and reason -> (first, count)."""
+    runs: list[list[CheckResult]] = []
+    for r in results:
+        prev = runs[-1][0] if runs else None
+        if prev is not None and r.result == SKIPPED and prev.result == SKIPPED and prev.host == r.host \
+                and prev.reason == r.reason and not r.info and not prev.info:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    out: list[tuple[CheckResult, int]] = []
+    for run in runs:
+        out += [(run[0], len(run))] if len(run) >= 3 else [(x, 1) for x in run]
+    return out
+
+
 def format_table(results: list[CheckResult], width: int = 110) -> str:
-    """check, host, result, hint; the reason (and info) under the row, indented."""
+    """check, host, result, hint; the reason (and info) under the row, indented. Runs of
+    identical skips fold into one row ("+N more"); --json and --junit keep every check."""
     if not results:
         return "no checks ran\n"
-    cw = min(max(len(r.check) for r in results), 48)
+    rows = _collapse_skips(results)
+    names = [r.check + (f" (+{n - 1} more)" if n > 1 else "") for r, n in rows]
+    cw = min(max(len(x) for x in names), 48)
     hw = min(max(max(len(r.host) for r in results), 4), 24)
     head = f"{'check':{cw}}  {'host':{hw}}  {'result':6}  hint"
     lines = [head, "-" * min(width, max(len(head), 60))]
     indent = " " * (cw + hw + 4 + 8)
-    for r in results:
+    for (r, n), name in zip(rows, names):
         hint = r.hint if r.result in (FAILED, ERROR) else ""
         first, *rest = textwrap.wrap(hint, max(30, width - len(indent))) or [""]
-        lines.append(f"{r.check:{cw}}  {r.host:{hw}}  {_MARK.get(r.result, r.result):6}  {first}".rstrip())
+        lines.append(f"{name:{cw}}  {r.host:{hw}}  {_MARK.get(r.result, r.result):6}  {first}".rstrip())
         lines += [indent + x for x in rest]
         if r.result != PASSED and r.reason:
             label = "why: " if r.result in (FAILED, ERROR) else "skipped: "

@@ -15,6 +15,9 @@ from dlrig.settings import Setting, declare
 
 ORDER: tuple[str, ...] = (
     "base",
+    "nvidia_driver",
+    "cuda",
+    "cudnn",
     "conda",
     "pytorch",
     "jupyter",

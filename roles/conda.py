@@ -155,12 +155,13 @@ def conda():
         channels=list(setting("conda_channels")),
         ssl_verify=mlstack.SYSTEM_CA_BUNDLE if extra_cas else None,
         mode="644",
-        **as_user,
+        user=user,
     )
+    bashrc = f"{mlstack.home_of(user)}/.bashrc"
+    files.file(name="the user's ~/.bashrc exists", path=bashrc, user=user, present=True)
     files.block(
         name="conda in the user's bash (~/.bashrc)",
-        path=f"{mlstack.home_of(user)}/.bashrc",
+        path=bashrc,
         content=bashrc_block(prefix),
         marker="# {mark} dlrig conda initialize",
-        **as_user,
     )

@@ -30,12 +30,12 @@ from pyinfra.facts.server import KernelVersion, Users, Which
 from pyinfra.operations import apt, files, server
 
 from dlrig.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState
-from dlrig.roles import owner, setting, template
+from dlrig.roles import owner, setting
 from dlrig.settings import Setting, declare
 
 GRUB_DROPIN = "/etc/default/grub.d/99-dlrig.cfg"
 FSTAB = "/etc/fstab"
-FSTAB_MARKER = "# {mark} dlrig data_disks (role dualboot)"
+FSTAB_MARKER = "# {mark} dlrig data_disks, role dualboot"
 DISK_FS = ("ntfs", "ext4", "xfs", "btrfs", "exfat", "vfat")
 UID_FS = ("ntfs", "exfat", "vfat")  # no owners on disk: mount options give them one
 _UUID_RE = re.compile(r"^[0-9A-Fa-f-]{4,36}$")
@@ -96,7 +96,7 @@ def adjtime_text(current: list[str] | None, local: bool) -> str | None:
         return None if not local else "0.0 0 0.0\n0\nLOCAL\n"
     lines = [line.rstrip("\n") for line in current] + ["", "", ""]
     first, second = lines[0] or "0.0 0 0.0", lines[1] or "0"
-    if lines[2].strip() == mode:
+    if (lines[2].strip() or "UTC") == mode:
         return None
     return f"{first}\n{second}\n{mode}\n"
 

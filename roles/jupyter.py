@@ -11,11 +11,12 @@ containers, dlrig's test hosts) the unit is enabled, not started.
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
-from pyinfra.facts.files import Directory, Link
+from pyinfra.facts.files import Directory, FindInFile, Link
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -50,11 +51,13 @@ _PASSWORD_FIX = ("set jupyter_password_hash (python -c 'from jupyter_server.auth
                  "or run `dlrig apply --jupyter-password-prompt`")
 
 
-def preflight(host_name: str, data: dict) -> list[str]:
-    problems = []
-    if not data.get("jupyter_password_hash"):
-        problems.append(f"{host_name}: jupyter_password_hash is not set: {_PASSWORD_FIX}")
-    return problems
+def installed_hash(lines: list[str] | None) -> str | None:
+    """The password hash in an installed jupyter_server_config.py (FindInFile lines), or None."""
+    for line in lines or []:
+        m = re.search(r'hashed_password\s*=\s*"([^"]+)"', line)
+        if m and mlstack.check_password_hash(m.group(1)) is None:
+            return m.group(1)
+    return None
 
 
 @deploy("jupyter", data_defaults=DEFAULTS)
@@ -66,9 +69,12 @@ def jupyter():
     envp = mlstack.env_prefix(prefix, env_name)
     python = mlstack.env_python(prefix, env_name)
     as_user = {"_sudo": True, "_sudo_user": user}
-    password_hash = setting("jupyter_password_hash")
+    config_path = f"{home}/.jupyter/jupyter_server_config.py"
+    # No hash given: keep the installed one (set once with --jupyter-password-prompt), else refuse.
+    password_hash = setting("jupyter_password_hash") or installed_hash(
+        host.get_fact(FindInFile, path=config_path, pattern="hashed_password"))
     if not password_hash:
-        raise DeployError(f"jupyter_password_hash is not set: {_PASSWORD_FIX}")
+        raise DeployError(f"jupyter_password_hash is not set and {config_path} holds none: {_PASSWORD_FIX}")
     root_dir = setting("jupyter_root_dir") or home
     if root_dir != home and not host.get_fact(Directory, path=root_dir):
         raise DeployError(f"jupyter_root_dir {root_dir} does not exist on the host: mount or create it first")
@@ -86,7 +92,7 @@ def jupyter():
             **as_user,
         )
 
-    config_path = f"{home}/.jupyter/jupyter_server_config.py"
+    files.directory(name="the user's ~/.jupyter", path=f"{home}/.jupyter", user=user)
     config = files.template(
         name="jupyter_server_config.py (password hash only)",
         src=template("jupyter_server_config.py.j2"),
@@ -96,7 +102,7 @@ def jupyter():
         root_dir=root_dir,
         password_hash=password_hash,
         mode="600",
-        **as_user,
+        user=user,
     )
     unit = files.template(
         name=f"systemd unit {mlstack.JUPYTER_UNIT}",

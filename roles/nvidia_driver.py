@@ -17,13 +17,15 @@ mismatch"; a different driver already installed (another branch or source) is un
 from __future__ import annotations
 
 import re
+from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.apt import AptSources
 from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import Link
 from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
 from dlrig.facts import AptHeld, MokKey, SecureBoot
@@ -48,7 +50,7 @@ DRIVER_PACKAGE = re.compile(
     r"^(nvidia-driver(-\d+.*)?|nvidia-open(-\d+)?|cuda-drivers(-\d+)?|nvidia-driver-pinning-\d+|"
     r"nvidia-headless(-no-dkms)?-\d+.*|nvidia-utils-\d+.*|nvidia-dkms-\d+.*|linux-modules-nvidia-\d+.*|"
     r"nvidia-kernel-(open-)?dkms|nvidia-kernel-common(-\d+.*)?|nvidia-smi|xserver-xorg-video-nvidia(-\d+.*)?|"
-    r"libnvidia-gl-\d+.*|nvidia-compute-utils-\d+.*|nvidia-persistenced)$"
+    r"libnvidia-gl-\d+.*|nvidia-compute-utils-\d+.*)$"
 )
 
 
@@ -70,6 +72,8 @@ DEFAULTS = declare(
     Setting("driver_server", False, "bool", "ubuntu source: the -server (Enterprise Ready Driver) packages"),
     Setting("driver_persistence", True, "bool", "enable nvidia-persistenced (persistence mode) at boot"),
     Setting("driver_kernel_headers", True, "bool", "DKMS sources: install the running kernel's headers"),
+    Setting("driver_recommends", True, "bool", "install the driver packages' Recommends (Debian: dkms pulls "
+            "linux-headers-amd64 and builds the module; nvidia-settings...)"),
     Setting("driver_blacklist_nouveau", True, "bool", "blacklist the nouveau driver"),
     Setting("driver_mok_password", None, "str", "DKMS + Secure Boot: one-time password to enrol the DKMS "
             "signing key (you type it at the MOK Manager screen on the next boot); None refuses instead",
@@ -111,8 +115,15 @@ def ensure_nvidia_repo(os_name: str) -> list:
     Not the cuda-keyring .deb: it writes its own list pointing at developer.download.nvidia.com,
     which a mirror (``nvidia_repo_url``) must not get. Same key, same signed-by, our URL.
     """
+    done = getattr(host, "_dlrig_nvidia_repo", None)
+    if done is not None:  # an earlier role of this run added it (and updated apt after it)
+        return []
     url = repo_url(os_name)
     key_url = setting("nvidia_repo_key_url") or f"{url}/3bf863cc.pub"
+    if missing(["curl"]) and missing(["wget"]):  # files.download needs one (the base role installs curl)
+        apt.update(name="apt-get update (for curl)", cache_time=setting("apt_cache_time"))
+        apt.packages(name="curl (download the repository key)", packages=["curl", "ca-certificates"],
+                     no_recommends=True)
     ops = [
         files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", mode="755"),
         files.download(
@@ -131,6 +142,7 @@ def ensure_nvidia_repo(os_name: str) -> list:
             mode="644",
         ),
     ]
+    host._dlrig_nvidia_repo = ops
     return ops
 
 
@@ -140,11 +152,12 @@ def missing(packages: list[str]) -> list[str]:
 
 
 def apt_update(repo_ops: list, packages: list[str], what: str) -> None:
-    """apt-get update after a repository change, or when packages are missing and lists are stale."""
-    if repo_ops:
+    """apt-get update before installing missing packages (once per run), else after a repository change."""
+    if missing(packages) and not getattr(host, "_dlrig_apt_updated", False):
+        host._dlrig_apt_updated = True  # the later roles of this run install from fresh lists too
+        apt.update(name=f"apt-get update ({what})", cache_time=None if repo_ops else setting("apt_cache_time"))
+    elif repo_ops:
         apt.update(name=f"apt-get update ({what} repository changed)", _if=any_changed(*repo_ops))
-    if missing(packages):
-        apt.update(name=f"apt-get update ({what})", cache_time=setting("apt_cache_time"))
 
 
 # --- driver packages ----------------------------------------------------------------------------
@@ -195,8 +208,8 @@ def conflicting(res: Resolution, wanted: list[str]) -> list[str]:
             continue
         versions = versions if isinstance(versions, (list, tuple, set)) else [versions]
         branches = {_pkg_branch(v) for v in versions} - {None}
-        if name in wanted:
-            if branches and res.driver.branch not in branches:
+        if name in wanted:  # NVIDIA's repo holds many branches: another one installed is replaced
+            if res.driver.source == "nvidia" and branches and res.driver.branch not in branches:
                 out.append(name)
             continue
         named = re.search(r"-(\d{3})(-|$)", name)
@@ -290,7 +303,7 @@ def nvidia_driver():
     apt_update(repo_ops, wanted + headers, "NVIDIA driver")
     if headers:
         apt.packages(name="kernel headers for DKMS", packages=headers, no_recommends=True)
-    packages = apt.packages(name=OP_PACKAGES, packages=wanted)
+    packages = apt.packages(name=OP_PACKAGES, packages=wanted, no_recommends=not setting("driver_recommends"))
 
     if setting("driver_hold"):
         to_hold = [p for p in wanted if p not in held]
@@ -305,12 +318,13 @@ def nvidia_driver():
         _mok_enrol(family, mok_password)
 
     if setting("driver_persistence"):
-        systemd.service(
-            name="persistence mode (nvidia-persistenced at boot)",
-            service="nvidia-persistenced.service",
-            running=None,
-            enabled=True,
-        )
+        # By the unit's symlink, not systemctl's bus: works where systemd is not running (chroots, images).
+        wants = "/etc/systemd/system/multi-user.target.wants/nvidia-persistenced.service"
+        if not host.get_fact(Link, path=wants):
+            server.shell(
+                name="persistence mode (enable nvidia-persistenced at boot)",
+                commands=["systemctl enable nvidia-persistenced.service"],
+            )
 
     changed = [packages] + ([removed] if removed else [])
     server.shell(
@@ -340,17 +354,11 @@ def _debian_nonfree(res: Resolution) -> list:
     codename = (dist.get("release_meta") or {}).get("VERSION_CODENAME") or "bookworm"
     return [files.put(
         name="Debian contrib non-free non-free-firmware",
-        src=_StringIO(f"# Managed by dlrig (role nvidia_driver)\ndeb {mirror or 'http://deb.debian.org/debian'} "
+        src=StringIO(f"# Managed by dlrig (role nvidia_driver)\ndeb {mirror or 'http://deb.debian.org/debian'} "
                       f"{codename} {' '.join(need)}\n"),
         dest=NONFREE_LIST,
         mode="644",
     )]
-
-
-def _StringIO(text: str):
-    from io import StringIO
-
-    return StringIO(text)
 
 
 def _mok_enrol(family: str, password: str) -> None:
@@ -359,12 +367,12 @@ def _mok_enrol(family: str, password: str) -> None:
     if state in ("enrolled", "pending"):
         return
     make_key = "dkms generate_mok" if family == "debian" else "update-secureboot-policy --new-key"
-    der = key if key.endswith(".der") else key.replace(".pub", ".der") if key.endswith(".pub") else key
     server.shell(
         name="enrol the DKMS signing key (MOK): confirm at the MOK Manager screen on next boot",
         commands=[
             f"[ -f {key} ] || {make_key}",
-            f"[ -f {der} ] || der={key}; printf '%s\\n%s\\n' '{password}' '{password}' | mokutil --import {key}",
+            # Debian's /var/lib/dkms/mok.pub is DER despite its name; mokutil reads the password twice.
+            f"printf '%s\\n%s\\n' '{password}' '{password}' | mokutil --import {key}",
             f"echo 'dlrig: MOK enrolment pending' > {REBOOT_MARKER}",
         ],
     )

@@ -152,19 +152,21 @@ def pytorch():
             f"remove it ({prefix}/bin/conda env remove -p {envp}) and apply again, or set python_version"
         )
 
+    yml_path = f"{prefix}/dlrig/{env_name}.environment.yml"
+    files.directory(name="dlrig's folder in the conda prefix", path=f"{prefix}/dlrig", user=user)
     yml = files.template(
         name=f"environment.yml for {env_name}",
         src=template("environment.yml.j2"),
-        dest=f"{prefix}/dlrig/{env_name}/environment.yml",
+        dest=yml_path,
         env_name=env_name,
         python_version=wanted_python,
         channels=list(setting("conda_channels")),
         torch_index=src.index_url,
         mode="644",
-        **as_user,
+        user=user,
     )
     conda = f"{prefix}/bin/conda"
-    create = ["env", "create", "--yes", "-p", envp, "-f", f"{prefix}/dlrig/{env_name}/environment.yml"]
+    create = ["env", "create", "-p", envp, "-f", yml_path]
     if env is None:
         server.shell(
             name=f"create the {env_name} environment (conda env create)",
@@ -175,7 +177,7 @@ def pytorch():
         server.shell(
             name=f"update the {env_name} environment (environment.yml changed)",
             commands=[" ".join(shlex.quote(a) for a in [conda, "env", "update", "-p", envp, "-f",
-                                                        f"{prefix}/dlrig/{env_name}/environment.yml"])],
+                                                        yml_path])],
             _if=yml.did_change,
             **as_user,
         )
@@ -185,7 +187,7 @@ def pytorch():
         src=StringIO(f"# Managed by dlrig (role pytorch)\n[global]\ncert = {mlstack.SYSTEM_CA_BUNDLE}\n"),
         dest=f"{envp}/pip.conf",
         mode="644",
-        **as_user,
+        user=user,
     )
 
     reason = mlstack.torch_needs_install(src, env)

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import re
 
 import jinja2
-from pyinfra import host
+from pyinfra import host, logger as log
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
@@ -44,8 +43,6 @@ from pyinfra.operations import apt, files, server
 from dlrig.facts import AuthorizedKeyCount, SshServerPort
 from dlrig.roles import owner, setting, template
 from dlrig.settings import Setting, declare
-
-log = logging.getLogger("dlrig.ssh")
 
 DROPIN = "/etc/ssh/sshd_config.d/00-dlrig.conf"
 STAGING = "/var/lib/dlrig/ssh/00-dlrig.conf"
@@ -155,7 +152,7 @@ if [ -d /run/systemd/system ]; then
         systemctl daemon-reload && systemctl restart ssh.socket
     fi
     for u in ssh.service sshd.service; do
-        if systemctl is-active --quiet "$u"; then systemctl reload "$u"; echo "reloaded $u"; exit $?; fi
+        if systemctl is-active --quiet "$u"; then systemctl reload "$u" || exit 1; echo "reloaded $u"; exit 0; fi
     done
     echo "sshd is not running: the new config applies when it starts"
 elif [ -s /run/sshd.pid ] && kill -0 "$(cat /run/sshd.pid)" 2>/dev/null; then
@@ -177,8 +174,8 @@ def wanted_ports() -> list[int]:
     conn = host.get_fact(SshServerPort, _sudo=False)
     configured = setting("ssh_port")
     if conn is not None and configured and conn != configured:
-        log.warning("%s: connected to port %s but sshd received it on %s (port forwarding?): "
-                    "keeping sshd on %s", host.name, configured, conn, conn)
+        log.warning(f"{host.name}: ssh: connected to port {configured} but sshd received it on {conn} "
+                    f"(port forwarding?): keeping sshd on {conn}")
     base = conn if conn is not None else configured
     return sorted({int(base), *(int(p) for p in setting("ssh_extra_ports") or [])})
 
@@ -201,8 +198,8 @@ def ssh():
     if password is None:
         password = False if (keys or have) else None
         if password is None:
-            log.warning("%s: %s has no SSH key yet: password login left as it is; add "
-                        "ssh_authorized_keys to turn it off", host.name, user)
+            log.warning(f"{host.name}: ssh: {user} has no SSH key yet: password login left as it is; "
+                        "add ssh_authorized_keys to turn it off")
     if host.data.ssh_permit_root_login == "no" and host.get_fact(User, _sudo=False) == "root":
         raise DeployError("ssh: refusing PermitRootLogin no while pyinfra logs in as root; "
                           "log in as a sudo user or set ssh_permit_root_login = 'prohibit-password'")

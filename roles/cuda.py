@@ -1,0 +1,76 @@
+"""Role ``cuda``: the resolved CUDA toolkit and its PATH/LD settings in /etc/profile.d.
+
+``cuda_source`` ``nvidia``: the pinned ``cuda-toolkit-X-Y`` from NVIDIA's repository
+(``nvidia_repo_url``; toolkit only, never the driver); ``distro``: the OS's ``nvidia-cuda-toolkit``
+(Debian non-free: CUDA 11.8 on Debian 12, a 1.6 GB download). None: the resolver's choice (distro
+where the driver comes from Debian, else NVIDIA's repo, matching torch's CUDA).
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files
+
+from dlrig.resolver import resolve_host
+from dlrig.roles import setting, template
+from dlrig.settings import Setting, declare
+
+PROFILE = "/etc/profile.d/dlrig-cuda.sh"
+DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"
+
+
+def _cuda_check(v):
+    from dlrig.resolver import CUDA_MIN_DRIVER
+
+    v = str(v)
+    return None if v in CUDA_MIN_DRIVER else f"CUDA {v} is not a release dlrig knows; use one of {', '.join(CUDA_MIN_DRIVER)}"
+
+
+DEFAULTS = declare(
+    "cuda",
+    Setting("cuda_version", None, "str", "CUDA toolkit X.Y, e.g. '12.8' (None: torch's CUDA, as resolved)",
+            nullable=True, check=_cuda_check),
+    Setting("cuda_source", None, "str", "toolkit from NVIDIA's repo ('nvidia') or the OS ('distro'); None: resolved",
+            choices=(None, "nvidia", "distro")),
+    Setting("cuda_profile", True, "bool", "put nvcc on PATH and CUDA_HOME in /etc/profile.d/dlrig-cuda.sh"),
+)
+
+
+def toolkit_packages(version: str, source: str) -> list[str]:
+    if source == "distro":
+        return ["nvidia-cuda-toolkit"]
+    return [f"cuda-toolkit-{version.replace('.', '-')}"]
+
+
+@deploy("cuda", data_defaults=DEFAULTS)
+def cuda():
+    if setting("cpu_only"):
+        return
+    from dlrig.roles.nvidia_driver import apt_update, ensure_nvidia_repo
+
+    res = resolve_host()
+    c = res.cuda
+    packages = toolkit_packages(c.version, c.source)
+    repo_ops = ensure_nvidia_repo(res.os) if c.source == "nvidia" else []
+    apt_update(repo_ops, packages, "CUDA toolkit")
+    apt.packages(name=f"CUDA toolkit {c.version} ({c.source})", packages=packages, no_recommends=c.source == "nvidia")
+
+    if setting("cuda_profile"):
+        if c.source == "nvidia":
+            home = f"/usr/local/cuda-{c.version}"
+            bin_dir, lib_dir = f"{home}/bin", f"{home}/lib64"
+        else:
+            home, bin_dir, lib_dir = DISTRO_HOME, None, None  # nvcc is /usr/bin/nvcc, libs in the linker path
+        files.template(
+            name="CUDA on PATH (/etc/profile.d)",
+            src=template("cuda-profile.sh.j2"),
+            dest=PROFILE,
+            version=c.version,
+            source=c.source,
+            cuda_home=home,
+            bin_dir=bin_dir,
+            lib_dir=lib_dir,
+            mode="644",
+        )
+    else:
+        files.file(name="no CUDA profile", path=PROFILE, present=False)

@@ -1,0 +1,58 @@
+"""Role ``cudnn``: the resolved cuDNN packages (PyTorch wheels bundle their own; this is for nvcc builds).
+
+From NVIDIA's repository: ``cudnn9-cuda-13`` / ``cudnn9-cuda-12`` (pinned to 9.10.* where the cards
+are Maxwell/Pascal/Volta: 9.10 is the last cuDNN for them) or ``libcudnn8`` 8.9 for CUDA 11.8. With
+the distro toolkit: Debian's ``nvidia-cudnn`` (contrib; it downloads cuDNN from NVIDIA at install).
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files
+
+from dlrig.resolver import resolve_host
+from dlrig.roles import setting, template
+from dlrig.settings import Setting, declare
+
+PIN = "/etc/apt/preferences.d/dlrig-cudnn"
+
+DEFAULTS = declare(
+    "cudnn",
+    Setting("cudnn_install", True, "bool", "install cuDNN system-wide (torch wheels carry their own)"),
+    Setting("cudnn_dev", True, "bool", "also the headers/dev packages (building against cuDNN)"),
+)
+
+
+def cudnn_packages(cudnn, dev: bool) -> list[str]:
+    pkgs = list(cudnn.packages)
+    if not dev:
+        pkgs = [p for p in pkgs if not p.endswith("-dev")]
+    return pkgs
+
+
+@deploy("cudnn", data_defaults=DEFAULTS)
+def cudnn():
+    if setting("cpu_only") or not setting("cudnn_install"):
+        return
+    from dlrig.roles.nvidia_driver import apt_update, ensure_nvidia_repo
+
+    res = resolve_host()
+    c = res.cudnn
+    packages = cudnn_packages(c, setting("cudnn_dev"))
+    repo_ops = []
+    if res.cuda.source == "nvidia":
+        repo_ops = ensure_nvidia_repo(res.os)
+    if c.pin:
+        repo_ops.append(files.template(
+            name=f"pin cuDNN {c.version}",
+            src=template("cuda-cudnn-pin.j2"),
+            dest=PIN,
+            version=c.version,
+            packages="libcudnn* cudnn*",
+            pin=c.pin,
+            mode="644",
+        ))
+    else:
+        files.file(name="no cuDNN pin", path=PIN, present=False)
+    apt_update(repo_ops, packages, "cuDNN")
+    apt.packages(name=f"cuDNN {c.version}", packages=packages, no_recommends=True)

@@ -1,0 +1,158 @@
+"""Plans of roles ssh, firewall, power, dualboot, unattended_upgrades on @fake hosts.
+
+FAKES: canned facts (tests/plans/facts/*.json, plus the per-test answers below); nothing runs.
+This proves the Ubuntu paths and the ordering/guards; the Debian host tests prove the effects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+from pyinfra.api import DeployError
+
+from dlrig.roles import ssh as ssh_role
+from tests.plans.harness import FACTS, commands, fake_host, plan
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbAt1BWk7wJpS5m0N7Yz3r1Q6ZV2UGmJX1Fz2o1p3kl me@laptop"
+CONN = {"SSHCONN": ["SSHCONN 192.168.1.20 50000 192.168.1.10 22"]}
+
+
+def _dpkg_with(os: str, *names: str) -> list[str]:
+    lines = json.loads((FACTS / f"{os}.json").read_text())["dpkg -l"]
+    return lines + [f"ii  {n:14} 1.0                amd64        fake" for n in names]
+
+
+def _ops(ops, role):
+    return [o["operation"] for o in ops if o["role"] == role]
+
+
+# ---------------------------------------------------------------- ssh
+
+def test_ssh_installs_keys_then_validates_then_reloads():
+    ops = plan([fake_host("rig", "ubuntu-24.04", facts={**CONN, "getent passwd": ["KEYS 0"]},
+                          ssh_user="me", ssh_authorized_keys=[KEY])], roles=["ssh"])["rig"]
+    names = _ops(ops, "ssh")
+    assert names.index("authorized keys of me") < names.index("stage the sshd drop-in")
+    assert names[-2:] == ["validate the whole config (sshd -t) and install /etc/ssh/sshd_config.d/00-dlrig.conf",
+                          "reload sshd (live sessions survive)"]
+    text = commands(ops, "ssh")
+    assert "UPLOAD /var/lib/dlrig/ssh/00-dlrig.conf" in text
+    assert "Port 22\nPermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no" in text
+    assert "sshd -t -f" in text and "kill -HUP" in text and "systemctl reload" in text
+    assert "restart ssh.service" not in text and "systemctl restart ssh\n" not in text
+
+
+def test_ssh_keeps_the_port_it_was_reached_on_and_adds_extra_ports():
+    facts = {"SSHCONN": ["SSHCONN 10.0.0.2 50000 10.0.0.1 2222"], "getent passwd": ["KEYS 1"]}
+    ops = plan([fake_host("rig", "debian-12", facts=facts, ssh_user="me", ssh_port=2222,
+                          ssh_extra_ports=[2022])], roles=["ssh"])["rig"]
+    text = commands(ops, "ssh")
+    assert "Port 2022\nPort 2222\n" in text and "Port 22\n" not in text
+    assert "dlrig-ssh 1" in text  # ports changed: socket-activated sshd gets its socket regenerated
+
+
+def test_ssh_refuses_password_off_without_any_key():
+    with pytest.raises(DeployError, match="refusing to turn password login off: me has no authorized key"):
+        plan([fake_host("rig", "ubuntu-22.04", facts={**CONN, "getent passwd": ["KEYS 0"]},
+                        ssh_user="me", ssh_password_authentication=False)], roles=["ssh"])
+
+
+def test_ssh_auto_leaves_passwords_alone_without_keys():
+    ops = plan([fake_host("rig", "ubuntu-22.04", facts={**CONN, "getent passwd": ["KEYS 0"]},
+                          ssh_user="me")], roles=["ssh"])["rig"]
+    upload = commands(ops, "ssh").split("UPLOAD /var/lib/dlrig/ssh/00-dlrig.conf", 1)[1].split("chmod", 1)[0]
+    assert "PasswordAuthentication" not in upload and "PermitRootLogin no" in upload
+
+
+def test_ssh_converged_host_plans_nothing():
+    text = ssh_role.render_dropin(ports=[22], permit_root_login="no", password_authentication=False,
+                                  extra_config=[])
+    sha = hashlib.sha1(text.encode()).hexdigest()
+    facts = {**CONN, "getent passwd": ["KEYS 1"],
+             re.compile(r"sha1sum /etc/ssh/sshd_config.d/00-dlrig.conf"): [f"{sha}  /etc/ssh/sshd_config.d/00-dlrig.conf"]}
+    ops = plan([fake_host("rig", "ubuntu-24.04", facts=facts, ssh_user="me")], roles=["ssh"])["rig"]
+    assert _ops(ops, "ssh") == []
+
+
+# ---------------------------------------------------------------- firewall
+
+def test_firewall_ssh_limit_first_enable_last_no_jupyter_on_loopback():
+    ops = plan([fake_host("rig", "ubuntu-24.04", facts=CONN, firewall_allow=["6006/tcp"])],
+               roles=["firewall"])["rig"]
+    names = _ops(ops, "firewall")
+    assert names.index("ufw limit 22/tcp comment 'dlrig ssh'") < names.index("ufw allow 6006/tcp comment 'dlrig'")
+    assert names[-1] == "enable ufw (SSH already allowed)"
+    assert "ufw default deny incoming" in names
+    assert "8888" not in commands(ops, "firewall")
+
+
+def test_firewall_opens_jupyter_when_not_loopback():
+    ops = plan([fake_host("rig", "debian-12", facts=CONN, jupyter_ip="0.0.0.0", jupyter_port=8890,
+                          firewall_jupyter_from="192.168.1.0/24")], roles=["firewall"])["rig"]
+    assert "ufw allow from 192.168.1.0/24 to any port 8890 proto tcp comment 'dlrig jupyter'" in commands(ops)
+
+
+def test_firewall_converged_plans_nothing():
+    facts = {**CONN, "ufw --dry-run": ["HAVE 0"],
+             "ufw show added": ["ENABLED=yes", 'DEFAULT_INPUT_POLICY="DROP"', 'DEFAULT_OUTPUT_POLICY="ACCEPT"'],
+             "dpkg -l": _dpkg_with("ubuntu-24.04", "ufw")}
+    ops = plan([fake_host("rig", "ubuntu-24.04", facts=facts)], roles=["firewall"])["rig"]
+    assert _ops(ops, "firewall") == []
+
+
+# ---------------------------------------------------------------- power
+
+def test_power_masks_targets_and_stops_gdm_suspend_on_ubuntu_desktop():
+    facts = {"dpkg -l": _dpkg_with("ubuntu-24.04", "gdm3"), "/sys/class/net/enp3s0/address": ["AA:BB:CC:00:11:22"]}
+    ops = plan([fake_host("rig", "ubuntu-24.04", facts=facts, power_wol_interface="enp3s0")],
+               roles=["power"])["rig"]
+    text = commands(ops, "power")
+    for t in ("sleep", "suspend", "hibernate", "hybrid-sleep"):
+        assert f"ln -s /dev/null /etc/systemd/system/{t}.target" in text
+    assert "UPLOAD /etc/dconf/db/gdm.d/90-dlrig-power" in text and "sleep-inactive-ac-type='nothing'" in text
+    assert "dconf update" in text and "dconf-cli" in text
+    assert "MACAddress=aa:bb:cc:00:11:22" in text and "WakeOnLan=magic" in text
+
+
+def test_power_wol_unknown_interface_fails_early():
+    with pytest.raises(DeployError, match="interface eth9 not found"):
+        plan([fake_host("rig", "debian-12", facts={re.compile(r"stat -c .* /sys/class/net 2>"): [
+            "user=root group=root mode=drwxr-xr-x atime=0 mtime=0 ctime=0 size=0 '/sys/class/net'"]}, power_wol_interface="eth9")],
+             roles=["power"])
+
+
+# ---------------------------------------------------------------- dualboot
+
+def test_dualboot_grub_windows_default_update_grub_and_fstab():
+    facts = {
+        "command -v update-grub": ["/usr/sbin/update-grub"],
+        "/boot/grub/grub.cfg": ["Ubuntu", "Windows Boot Manager (on /dev/nvme0n1p1)"],
+        "cat /etc/passwd | cut": ["me:x:1000:1000::/home/me:/bin/bash|me|me sudo||x"],
+        "/etc/adjtime": ["0.0 0 0.0", "0", "UTC"],
+    }
+    ops = plan([fake_host("rig", "ubuntu-24.04", facts=facts, ssh_user="me", rtc_local=True,
+                          grub_default="windows",
+                          data_disks=[{"uuid": "01D9A1B2C3D4E5F6", "mount": "/mnt/windows"}])],
+               roles=["dualboot"])["rig"]
+    text = commands(ops, "dualboot")
+    assert "UPLOAD /etc/adjtime\n0.0 0 0.0\n0\nLOCAL\n" in text
+    assert "GRUB_DEFAULT='Windows Boot Manager (on /dev/nvme0n1p1)'" in text
+    assert "GRUB_DISABLE_OS_PROBER=false" in text and "os-prober" in text and "ntfs-3g" in text
+    names = _ops(ops, "dualboot")
+    assert "update-grub" in names  # runs only _if the drop-in or os-prober changed
+    assert "UUID=01D9A1B2C3D4E5F6 /mnt/windows ntfs3 uid=1000,gid=1000,umask=022,nofail" in text
+
+
+# ---------------------------------------------------------------- unattended upgrades
+
+def test_unattended_upgrades_excludes_driver_packages():
+    ops = plan([fake_host("rig", "ubuntu-22.04", unattended_upgrades_blacklist=["my-pkg-"])],
+               roles=["unattended_upgrades"])["rig"]
+    text = commands(ops, "unattended_upgrades")
+    assert "UPLOAD /etc/apt/apt.conf.d/52dlrig-unattended-upgrades" in text
+    for p in ('"nvidia-";', '"libnvidia-";', '"linux-modules-nvidia-";', '"my-pkg-";'):
+        assert p in text
+    assert 'Automatic-Reboot "false"' in text

@@ -1,0 +1,150 @@
+"""dlrig.resolver over a table of cases (answers and refusals) and `dlrig resolve` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from dlrig.gpus import lookup
+from dlrig.resolve_cmd import driver_changed_hosts, resolve as resolve_cli
+from dlrig.resolver import CUDA_MIN_DRIVER, TORCH, ResolveError, resolve
+
+
+def R(gpus, os="ubuntu-22.04", **kw):
+    return resolve([lookup(g) for g in gpus], os, **kw)
+
+
+# (gpus, os, wishes) -> (branch, flavor, source, cuda, cudnn, torch variant)
+CASES = [
+    (["10de:1e84"], "ubuntu-22.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["10de:1e84"], "ubuntu-24.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["10de:1e84"], "debian-12", {}, (535, "proprietary", "debian", "11.8", "distro", "cu126")),
+    (["10de:1e84"], "ubuntu-22.04", {"driver_source": "nvidia"}, (580, "open", "nvidia", "13.0", "9", "cu130")),
+    (["10de:1e84"], "ubuntu-22.04", {"driver_branch": 535}, (535, "proprietary", "ubuntu", "12.2", "9", "cu126")),
+    (["10de:1e84"], "ubuntu-22.04", {"torch": "2.5"}, (580, "open", "ubuntu", "12.4", "9", "cu124")),
+    (["10de:1e84"], "ubuntu-22.04", {"cuda": "12.8", "torch": "2.8"}, (580, "open", "ubuntu", "12.8", "9", "cu128")),
+    (["10de:1e84"], "ubuntu-22.04", {"torch": "2.0"}, (580, "open", "ubuntu", "11.8", "8.9", "cu118")),
+    (["GTX 1080"], "ubuntu-22.04", {}, (580, "proprietary", "ubuntu", "12.6", "9.10", "cu126")),
+    (["GTX 1080"], "debian-12", {}, (535, "proprietary", "debian", "11.8", "distro", "cu126")),
+    (["V100 PCIe 16GB"], "ubuntu-24.04", {"torch": "2.9"}, (580, "proprietary", "ubuntu", "12.8", "9.10", "cu128")),
+    (["GTX 1660 Ti"], "ubuntu-24.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["RTX 3090", "RTX 3090"], "ubuntu-22.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["RTX 4090", "RTX A6000"], "ubuntu-24.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["RTX 5090"], "ubuntu-24.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["RTX 5090"], "debian-12", {}, (580, "open", "nvidia", "13.0", "9", "cu130")),
+    (["RTX 5090"], "ubuntu-24.04", {"torch": "2.7"}, (580, "open", "ubuntu", "12.8", "9", "cu128")),
+    (["A100 SXM4 80GB"], "ubuntu-22.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["H100 PCIe"], "ubuntu-22.04", {"cuda": "13.1"}, (590, "open", "nvidia", "13.1", "9", "cu130")),
+    (["H200"], "ubuntu-24.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["B200"], "ubuntu-24.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["L40S", "L4"], "ubuntu-22.04", {}, (580, "open", "ubuntu", "13.0", "9", "cu130")),
+    (["T4"], "debian-13", {}, (550, "proprietary", "debian", "12.4", "distro", "cu126")),
+]
+
+
+@pytest.mark.parametrize("gpus,os,wishes,expected", CASES)
+def test_resolution_table(gpus, os, wishes, expected):
+    r = R(gpus, os, **wishes)
+    got = (r.driver.branch, r.driver.flavor, r.driver.source, r.cuda.version, r.cudnn.version, r.torch.variant)
+    assert got == expected
+    assert r.torch.index_url == f"https://download.pytorch.org/whl/{r.torch.variant}"
+
+
+REFUSALS = [
+    (["Tesla K80"], "ubuntu-22.04", {}, "Kepler) needs driver 470"),
+    (["GTX 1080", "RTX 5090"], "ubuntu-24.04", {}, "needs the open kernel modules but GeForce GTX 1080 needs the proprietary"),
+    (["GTX 1080"], "ubuntu-22.04", {"driver_branch": 590}, "last branch for them: 580); use driver_branch 580 or lower"),
+    (["GTX 1080"], "ubuntu-22.04", {"cuda": "13.0"}, "CUDA 13.0 has no sm_61 support"),
+    (["RTX 5090"], "ubuntu-22.04", {"torch": "2.5"}, "torch 2.5 has no build for sm_120"),
+    (["RTX 5090"], "ubuntu-22.04", {"driver_branch": 550}, "use driver_branch 570 or newer"),
+    (["10de:1e84"], "ubuntu-22.04", {"cuda": "12.7"}, "CUDA 12.7 does not exist"),
+    (["10de:1e84"], "ubuntu-22.04", {"cuda": "13.0", "driver_branch": 570}, "driver 570 is too old: CUDA 13.0 needs >= 580.65.06"),
+    (["10de:1e84"], "ubuntu-22.04", {"torch": "2.5", "cuda": "13.0"}, "torch 2.5 has no CUDA 13 build"),
+    (["10de:1e84"], "ubuntu-22.04", {"torch": "1.13"}, "torch 1.13 is not in dlrig's table"),
+    (["10de:1e84"], "ubuntu-22.04", {"torch": "2.13", "python": "3.9"}, "torch 2.13 supports Python 3.10-3.15, not 3.9"),
+    (["10de:1e84"], "ubuntu-20.04", {}, "OS 'ubuntu-20.04' is not supported"),
+    (["10de:1e84"], "debian-12", {"driver_source": "ubuntu"}, "driver_source 'ubuntu' is not available on debian-12"),
+    (["10de:1e84"], "debian-12", {"driver_source": "debian", "driver_branch": 580}, "use driver_source 'nvidia'"),
+    (["10de:1e84"], "debian-12", {"cuda": "12.8", "cuda_source": "distro"}, "use cuda_source 'nvidia' for CUDA 12.8"),
+    ([], "ubuntu-22.04", {}, "set cpu_only=True"),
+]
+
+
+@pytest.mark.parametrize("gpus,os,wishes,words", REFUSALS)
+def test_refusals_are_one_line_with_a_way_out(gpus, os, wishes, words):
+    with pytest.raises(ResolveError) as e:
+        R(gpus, os, **wishes)
+    msg = str(e.value)
+    assert words in msg, msg
+    assert "\n" not in msg
+    assert any(w in msg for w in ("use ", "set ", "put ", "split")), msg
+
+
+def test_cpu_only():
+    r = R([], "debian-12", cpu_only=True)
+    assert (r.driver, r.cuda, r.cudnn, r.torch.variant) == (None, None, None, "cpu")
+    assert r.torch.index_url == "https://download.pytorch.org/whl/cpu"
+    assert r.as_json()["driver"] is None
+
+
+def test_every_answer_satisfies_the_tables():
+    """Property over all cards x OSes: the driver serves the toolkit at GA level and torch's CUDA
+    family, and the wheel carries every card's architecture."""
+    from dlrig.gpus import table
+    from dlrig.resolver import CUDA_FAMILY_FLOOR, torch_arches
+
+    for g in table().values():
+        for os in ("ubuntu-22.04", "ubuntu-24.04", "debian-12"):
+            try:
+                r = resolve([g], os)
+            except ResolveError:
+                assert g.arch == "kepler"
+                continue
+            if r.cuda.source == "nvidia":
+                assert int(CUDA_MIN_DRIVER[r.cuda.version].split(".")[0]) <= r.driver.branch
+            fam = int(r.torch.variant[2:4])
+            assert int(CUDA_FAMILY_FLOOR[fam].split(".")[0]) <= r.driver.branch
+            arches = torch_arches(r.torch.version, r.torch.variant)
+            assert any(a // 10 == g.sm // 10 and a <= g.sm for a in arches), (g.name, r.torch)
+            if g.arch in ("maxwell", "pascal", "volta"):
+                assert r.driver.flavor == "proprietary" and r.driver.branch <= 580
+            if g.arch == "blackwell":
+                assert r.driver.flavor == "open"
+
+
+def test_issue_json_shape():
+    j = R(["10de:1e84"]).as_json()
+    assert set(j) == {"os", "gpus", "driver", "cuda", "cudnn", "torch", "notes"}
+    assert set(j["driver"]) == {"branch", "flavor", "source"} and isinstance(j["driver"]["branch"], int)
+    assert {"version", "variant", "index_url"} <= set(j["torch"])
+    assert "version" in j["cuda"] and "version" in j["cudnn"]
+    assert list(TORCH)[-1] == j["torch"]["version"]
+
+
+def test_cli_json_and_refusal_exit_2():
+    runner = CliRunner()
+    res = runner.invoke(resolve_cli, ["--gpu", "10de:1e84", "--os", "ubuntu-22.04", "--json"])
+    assert res.exit_code == 0, res.output
+    j = json.loads(res.output)
+    assert j["driver"] == {"branch": 580, "flavor": "open", "source": "ubuntu"}
+    assert (j["cuda"]["version"], j["torch"]["variant"]) == ("13.0", "cu130")
+
+    for args in (["--gpu", "GTX 1080", "--cuda", "13.0"], ["--gpu", "1002:73bf"], ["--gpu", "10de:1e84", "--os", "arch"],
+                 ["--gpu", "RTX 5090", "--gpu", "GTX 1080"], ["--gpu", "Tesla K80"]):
+        res = subprocess.run(["dlrig", "resolve", *args], capture_output=True, text=True)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        assert res.stdout == "" and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert res.stderr.startswith("dlrig: error: ")
+
+
+def test_driver_changed_hosts_reads_apply_results():
+    results = {"operations": [
+        {"names": ["nvidia_driver | driver packages"], "success": ["a"], "no_change": ["b"], "error": []},
+        {"names": ["nvidia_driver | remove conflicting driver packages"], "success": ["c"], "no_change": [], "error": []},
+        {"names": ["cuda | CUDA toolkit 13.0 (nvidia)"], "success": ["d"], "no_change": [], "error": []},
+    ]}
+    assert driver_changed_hosts(results) == ["a", "c"]
+    assert driver_changed_hosts(None) == []
