@@ -54,12 +54,15 @@ def demo(roles: str, keep: bool) -> None:
         click.echo(f"==> test host {host.name} at {host.address} (sshd in its own namespaces)", err=True)
         inv = hosts.write_inventory([host], Path(work) / "demo-inventory.py", data={
             "cpu_only": True,
+            "dlrig_roles": parse_roles(roles),  # plan, apply and verify all read the host's roles
+            # The owner's key: with it installed, the ssh role turns password login off.
+            "ssh_authorized_keys": [Path(f"{hosts.image_key(image)}.pub").read_text().strip()],
             "extra_ca_certificates": sorted(glob.glob("/usr/local/share/ca-certificates/*.crt")),
         })
         timings = {}
         steps = [
-            ("apply", ["apply", str(inv), "--roles", roles, "--yes"]),
-            ("re-plan", ["plan", str(inv), "--roles", roles, "--json"]),
+            ("apply", ["apply", str(inv), "--yes"]),
+            ("re-plan", ["plan", str(inv), "--json"]),
             ("verify", ["verify", str(inv)]),
         ]
         results = {}
