@@ -87,6 +87,8 @@ def parse_progress(stderr: str, hosts: list[str]) -> dict[str, HostSummary]:
     """Per-host outcomes from pyinfra's progress output (``[host] Success`` lines and the like)."""
     out = {h: HostSummary() for h in hosts}
     connected: set[str] = set()
+    ready: set[str] = set()
+    fatal = [line.strip().removeprefix("--> ") for line in stderr.splitlines() if line.startswith("--> pyinfra error")]
     for line in stderr.splitlines():
         m = _PROGRESS.match(line)
         if not m or m["host"] not in out:
@@ -94,6 +96,8 @@ def parse_progress(stderr: str, hosts: list[str]) -> dict[str, HostSummary]:
         s, text = out[m["host"]], m["text"].strip()
         if text == "Connected":
             connected.add(m["host"])
+        elif text.startswith("Ready:"):
+            ready.add(m["host"])
         elif text == "Success":
             s.changed += 1
         elif text == "No changes":
@@ -105,6 +109,10 @@ def parse_progress(stderr: str, hosts: list[str]) -> dict[str, HostSummary]:
             s.errors.append(text)  # a command's output or a connection error: context for a failure
     for name, s in out.items():
         s.reachable = name in connected
+        if s.reachable and name not in ready and fatal:
+            # Stopped while pyinfra prepared the operations (a role's DeployError): nothing ran.
+            s.failed += 1
+            s.errors.extend(fatal)
         s.errors = s.errors[-12:] if s.failed or not s.reachable else []
     return out
 

@@ -61,3 +61,13 @@ def test_unreachable_host():
     s = parse_progress(stderr, ["rig"])["rig"]
     assert not s.reachable and not s.ok and s.errors == ["Could not connect (Timed out)"]
     assert RunResult(1, stderr=stderr).summary(["rig"])["rig"].reachable is False
+
+
+def test_a_role_refusing_while_pyinfra_prepares_fails_the_host(tmp_path):
+    """A DeployError at prepare time: pyinfra prints no JSON and no per-host result lines."""
+    deploy = tmp_path / "deploy.py"
+    deploy.write_text("from pyinfra.api import DeployError\nraise DeployError('no combination fits this card')\n")
+    result = run_pyinfra(pyinfra_command("@local", str(deploy), dry=False), show_progress=False)
+    s = result.summary(["@local"])["@local"]
+    assert not s.ok and s.failed == 1
+    assert any("no combination fits this card" in e for e in s.errors)
