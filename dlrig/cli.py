@@ -184,6 +184,16 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
 
 
 @main.command()
+@_inventory_arg
+@_roles_opt
+@_data_opt
+def check(inventory: str, roles: str | None, data: tuple[str, ...]) -> None:
+    """Validate INVENTORY's settings without connecting to any host (for CI and editors)."""
+    hosts, _ = _prepare(inventory, roles, data)
+    click.echo(f"{len(hosts)} host(s): settings valid ({', '.join(h.name for h in hosts)})")
+
+
+@main.command()
 @click.option("--role", help="Only this role's settings.")
 @click.option("--python", "as_python", is_flag=True, help="As commented inventory lines (for inventories/*.py).")
 @click.option("--write", "write_to", type=click.Path(exists=True, dir_okay=False),

@@ -29,7 +29,11 @@ def _looks_like_file(spec: str) -> bool:
 
 
 def load_inventory(spec: str, override_data: dict | None = None) -> list[HostSpec]:
-    """The hosts of an inventory (file, ``@local``, ``@fake/x``, host names) with merged data."""
+    """The hosts of an inventory (file, ``@local``, ``@fake/x``, host names) with merged data.
+
+    This imports ``pyinfra_cli``, whose import gevent-monkey-patches the process (as pyinfra's own
+    CLI does): call it from a command-line process, not from a long-lived one with threads.
+    """
     if _looks_like_file(spec) and not Path(spec).exists():
         raise UserError(f"inventory {spec}: file not found; give a pyinfra inventory file such as inventories/example.py")
     from pyinfra.api.state import State

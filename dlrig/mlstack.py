@@ -15,7 +15,7 @@ import re
 import secrets
 import shlex
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 #: Debian's and Ubuntu's system trust store (update-ca-certificates writes it, extra CAs included).
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -45,6 +45,27 @@ def env_prefix(prefix: str, env_name: str) -> str:
 
 def env_python(prefix: str, env_name: str) -> str:
     return f"{env_prefix(prefix, env_name)}/bin/python"
+
+
+class EnvLayout(NamedTuple):
+    """Where the owner's environment lives: what the pytorch and jupyter roles both need."""
+
+    user: str
+    home: str
+    prefix: str
+    env_name: str
+    envp: str
+    python: str
+
+
+def env_layout(user: str, conda_prefix_setting: str | None, env_name: str) -> EnvLayout:
+    prefix = conda_prefix({"conda_prefix": conda_prefix_setting}, user)
+    return EnvLayout(user, home_of(user), prefix, env_name, env_prefix(prefix, env_name), env_python(prefix, env_name))
+
+
+def as_user(user: str) -> dict[str, Any]:
+    """pyinfra arguments that run an operation as ``user`` (pip and conda must not run as root)."""
+    return {"_sudo": True, "_sudo_user": user}
 
 
 # ------------------------------------------------------------------------------ requirements

@@ -126,7 +126,7 @@ def conda():
     user = owner()
     prefix = mlstack.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
     url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
-    as_user = {"_sudo": True, "_sudo_user": user}
+    as_user = mlstack.as_user(user)
 
     state = host.get_fact(CondaInstall, prefix=prefix)
     if state["exists"] and not state["conda"]:

@@ -62,13 +62,9 @@ def installed_hash(lines: list[str] | None) -> str | None:
 
 @deploy("jupyter", data_defaults=DEFAULTS)
 def jupyter():
-    user = owner()
-    home = mlstack.home_of(user)
-    prefix = mlstack.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
-    env_name = setting("env_name")
-    envp = mlstack.env_prefix(prefix, env_name)
-    python = mlstack.env_python(prefix, env_name)
-    as_user = {"_sudo": True, "_sudo_user": user}
+    user, home, prefix, env_name, envp, python = mlstack.env_layout(
+        owner(), setting("conda_prefix"), setting("env_name"))
+    as_user = mlstack.as_user(user)
     config_path = f"{home}/.jupyter/jupyter_server_config.py"
     # No hash given: keep the installed one (set once with --jupyter-password-prompt), else refuse.
     password_hash = setting("jupyter_password_hash") or installed_hash(

@@ -130,13 +130,9 @@ def packages_command(python: str, specs: list[str], find_links: tuple[str, ...])
 
 @deploy("pytorch", data_defaults=DEFAULTS)
 def pytorch():
-    user = owner()
-    home = mlstack.home_of(user)
-    prefix = mlstack.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
-    env_name = setting("env_name")
-    envp = mlstack.env_prefix(prefix, env_name)
-    python = mlstack.env_python(prefix, env_name)
-    as_user = {"_sudo": True, "_sudo_user": user}
+    user, home, prefix, env_name, envp, python = mlstack.env_layout(
+        owner(), setting("conda_prefix"), setting("env_name"))
+    as_user = mlstack.as_user(user)
     src = _torch_source()
 
     conda_state = host.get_fact(CondaInstall, prefix=prefix)

@@ -210,6 +210,8 @@ def _build_fake_repo(root: Path, gnupg: Path) -> Path:
     subprocess.run(gpg + ["-abs", "-o", str(repo / "Release.gpg"), str(repo / "Release")],
                    check=True, capture_output=True, env=env)
     key = subprocess.run(["gpg", "--batch", "--armor", "--export"], check=True, capture_output=True, env=env).stdout
+    # gpg started an agent for this throwaway home: stop it, nothing of the test may outlive it.
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False, capture_output=True, env=env)
     (repo / "3bf863cc.pub").write_bytes(key)  # the file name of NVIDIA's real key; this one is ours
     return root
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from dlrig.inventory import load_inventory, validate
 from dlrig.settings import BEGIN_MARK, END_MARK, commented_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +23,20 @@ def test_example_inventory_shows_every_setting_with_its_default():
     )
 
 
-@pytest.mark.parametrize("name", ["local.py", "example.py"])
-def test_shipped_inventories_load_and_validate(name):
-    hosts = load_inventory(str(ROOT / "inventories" / name))
-    validate(hosts)
-    assert hosts
+@pytest.mark.parametrize("name, hosts", [("local.py", "@local"), ("example.py", "rig")])
+def test_shipped_inventories_load_and_validate(name, hosts):
+    """`dlrig check` validates without connecting (example.py's host is a documentation address)."""
+    r = subprocess.run([sys.executable, "-m", "dlrig.cli", "check", f"inventories/{name}"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"1 host(s): settings valid ({hosts})"
+
+
+def test_check_refuses_a_bad_override_of_a_shipped_inventory():
+    r = subprocess.run([sys.executable, "-m", "dlrig.cli", "check", "inventories/example.py", "--data",
+                        "jupyter_prot=8888"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "dlrig: error: rig: unknown setting 'jupyter_prot'; did you mean 'jupyter_port'?"
 
 
 def test_vagrant_inventory_without_running_vms_is_one_clear_line():

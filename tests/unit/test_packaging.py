@@ -3,6 +3,7 @@ the dlrig namespace, and its console script works from a fresh virtual environme
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -16,9 +17,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """Built from a copy of what git would clone (tracked and untracked-not-ignored files), so a
+    stale build/ folder or an ignored file in this checkout cannot leak into the wheel."""
     out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("clone")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(ROOT)], check=True)
+                    "-w", str(out), str(src)], check=True)
     (whl,) = out.glob("dlrig-*.whl")
     return whl
 
