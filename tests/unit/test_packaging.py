@@ -58,7 +58,7 @@ def test_installed_wheel_runs_from_a_fresh_venv(wheel, tmp_path):
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
     out = subprocess.run([str(env_dir / "bin" / "dlrig"), "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0
-    for command in ("plan", "apply", "settings", "demo"):
+    for command in ("plan", "apply", "check", "settings", "demo", "resolve", "doctor", "verify", "bench"):
         assert f"  {command} " in out.stdout
     where = subprocess.run([str(py), "-c", "import dlrig.roles, dlrig.deploys; print(dlrig.roles.TEMPLATES, dlrig.deploys.deploy_file())"],
                            capture_output=True, text=True, cwd=tmp_path, check=True).stdout.split()
