@@ -67,11 +67,11 @@ def test_vagrantfile_validates():
 
 def test_readme_starts_with_the_two_newcomer_commands():
     lines = [l for l in (ROOT / "README.md").read_text().splitlines() if l.strip()]
-    assert lines[1] == "```sh"
-    assert "dlrig demo" in lines[2]
-    assert ".ci/run" in lines[3]
+    assert lines[1] == "```sh" and lines[4] == "```"
+    assert lines[2].endswith("pip install . && dlrig demo")
+    assert lines[3].startswith("bash .ci/run")
     ci = (ROOT / ".ci/run").read_text()
-    assert "python3 -m pytest" in ci and "python3 -m pytest" in lines[3]
+    assert "\npython3 -m pytest\n" in ci and "python3 -m pytest" in lines[3]
 
 
 def test_plain_pyinfra_runs_the_workstation_deploy_file():
