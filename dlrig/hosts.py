@@ -626,6 +626,16 @@ class TestHost:
             raise SSHCommandError(res.returncode, f"ssh {self.name}: {cmd}", res.stdout, res.stderr)
         return res
 
+    def session(self, timeout: float = 10) -> Any:
+        """A live paramiko SSH session with the test key (for tests that hold one open)."""
+        import paramiko
+
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        client.connect(self.address, port=self.port, username=self.user, key_filename=str(self.key_path),
+                       look_for_keys=False, allow_agent=False, timeout=timeout)
+        return client
+
     def testinfra_host(self) -> Any:
         """A testinfra Host over paramiko, with sudo."""
         import testinfra

@@ -128,14 +128,6 @@ def _reachable(address: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def _session(h) -> paramiko.SSHClient:
-    c = paramiko.SSHClient()
-    c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    c.connect(h.address, port=h.port, username=h.user, key_filename=str(h.key_path),
-              look_for_keys=False, allow_agent=False, timeout=10)
-    return c
-
-
 def _run(c: paramiko.SSHClient, cmd: str) -> str:
     _, out, err = c.exec_command(cmd, timeout=30)
     return out.read().decode() + err.read().decode()
@@ -143,7 +135,7 @@ def _run(c: paramiko.SSHClient, cmd: str) -> str:
 
 def test_ufw_really_filters_and_ssh_survives(netns_host, tmp_path):
     h = netns_host
-    live = _session(h)
+    live = h.session()
     for port in (6006, 8080, 8888):  # listeners on every address of the host
         _run(live, f"setsid nohup python3 -m http.server {port} >/dev/null 2>&1 < /dev/null &")
     deadline = time.monotonic() + 10

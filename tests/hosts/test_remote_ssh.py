@@ -61,14 +61,6 @@ def _password_login(h) -> str:
         client.close()
 
 
-def _key_session(h) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    client.connect(h.address, port=h.port, username=h.user, key_filename=str(h.key_path),
-                   look_for_keys=False, allow_agent=False, timeout=10)
-    return client
-
-
 def _run(client: paramiko.SSHClient, cmd: str) -> str:
     _, out, _ = client.exec_command(cmd, timeout=20)
     return out.read().decode().strip()
@@ -78,7 +70,7 @@ def test_apply_turns_passwords_off_keeps_key_and_live_session(make_hosts, tmp_pa
     (h,) = make_hosts(1)
     h.ssh(f"echo '{h.user}:{PASSWORD}' | sudo -n chpasswd")
     assert _password_login(h) == "ok", "precondition: password login must work before the role runs"
-    live = _key_session(h)  # held open across the apply and its reload
+    live = h.session()  # held open across the apply and its reload
     before_pid = _run(live, "cat /run/sshd.pid")
 
     inv = write_inventory([h], tmp_path / "inventory.py")
