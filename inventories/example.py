@@ -40,6 +40,7 @@ hosts = [
             # "driver_recommends": True,  # True or False: install the driver packages' Recommends (Debian: dkms pulls linux-headers-amd64 and builds the module; nvidia-settings...)
             # "driver_server": False,  # True or False: ubuntu source: the -server (Enterprise Ready Driver) packages
             # "driver_source": None,  # one of None, 'ubuntu', 'nvidia', 'debian': where the driver comes from (None: ubuntu on Ubuntu, debian on Debian, NVIDIA's repo where those cannot serve the card)
+            # "nvidia_repo_key_fingerprint": 'EB693B3035CD5710E231E123A4B469963BF863CC',  # a string or None: apt accepts the repository only when signed by the key with this fingerprint (signed-by=KEYRING,FINGERPRINT); None: any key in the downloaded keyring
             # "nvidia_repo_key_sha256": None,  # a string or None: expected sha256 of the key file (None: not checked)
             # "nvidia_repo_key_url": None,  # an http(s):// or file:// URL or None: the repository's signing key (None: <repo>/3bf863cc.pub, NVIDIA's key)
             # "nvidia_repo_url": 'https://developer.download.nvidia.com/compute/cuda/repos',  # an http(s):// or file:// URL: NVIDIA CUDA apt repository root (a mirror works); <url>/<distro>/<arch>/ is the repository

@@ -34,6 +34,8 @@ from dlrig.roles import setting, template
 from dlrig.settings import Setting, declare
 
 NVIDIA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos"
+# NVIDIA's CUDA repository signing key (3bf863cc.pub, long id A4B469963BF863CC, since the 2022 rotation).
+NVIDIA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
 KEYRING = "/etc/apt/keyrings/dlrig-nvidia-cuda.asc"
 REPO_LIST = "/etc/apt/sources.list.d/dlrig-nvidia-cuda.list"
 DRIVER_PIN = "/etc/apt/preferences.d/dlrig-nvidia-driver"
@@ -52,6 +54,10 @@ DRIVER_PACKAGE = re.compile(
     r"nvidia-kernel-(open-)?dkms|nvidia-kernel-common(-\d+.*)?|nvidia-smi|xserver-xorg-video-nvidia(-\d+.*)?|"
     r"libnvidia-gl-\d+.*|nvidia-compute-utils-\d+.*)$"
 )
+
+
+def _fingerprint_check(v):
+    return None if re.fullmatch(r"[0-9A-Fa-f]{40}", v) else "a key fingerprint is 40 hex digits (gpg --show-keys)"
 
 
 def _branch_check(v):
@@ -86,6 +92,9 @@ DEFAULTS = declare(
             "<repo>/3bf863cc.pub, NVIDIA's key)", nullable=True),
     Setting("nvidia_repo_key_sha256", None, "str", "expected sha256 of the key file (None: not checked)",
             nullable=True),
+    Setting("nvidia_repo_key_fingerprint", NVIDIA_KEY_FINGERPRINT, "str", "apt accepts the repository only "
+            "when signed by the key with this fingerprint (signed-by=KEYRING,FINGERPRINT); None: any key in "
+            "the downloaded keyring", nullable=True, check=_fingerprint_check),
 )
 
 
@@ -138,6 +147,7 @@ def ensure_nvidia_repo(os_name: str) -> list:
             src=template("nvidia-repo.list.j2"),
             dest=REPO_LIST,
             keyring=KEYRING,
+            fingerprint=setting("nvidia_repo_key_fingerprint"),
             url=url,
             mode="644",
         ),

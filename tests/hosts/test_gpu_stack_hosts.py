@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,10 @@ def _build_fake_repo(root: Path, gnupg: Path) -> Path:
     subprocess.run(gpg + ["-abs", "-o", str(repo / "Release.gpg"), str(repo / "Release")],
                    check=True, capture_output=True, env=env)
     key = subprocess.run(["gpg", "--batch", "--armor", "--export"], check=True, capture_output=True, env=env).stdout
+    colons = subprocess.run(["gpg", "--batch", "--with-colons", "--list-keys"], check=True, capture_output=True,
+                            text=True, env=env).stdout
+    fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
+    (root / "FINGERPRINT").write_text(fingerprint)  # the test's own key: the role must be told to trust it
     # gpg started an agent for this throwaway home: stop it, nothing of the test may outlive it.
     subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False, capture_output=True, env=env)
     (repo / "3bf863cc.pub").write_bytes(key)  # the file name of NVIDIA's real key; this one is ours
@@ -236,15 +241,31 @@ def fake_nvidia_repo(tmp_path):
         server.wait()
 
 
+def _fingerprint(repo_url: str) -> str:
+    with urllib.request.urlopen(f"{repo_url}/FINGERPRINT", timeout=10) as r:
+        return r.read().decode().strip()
+
+
 def test_nvidia_source_from_signed_fake_repo_pins_branch_and_converges(make_hosts, tmp_path, fake_nvidia_repo):
     (h,) = make_hosts(1)
+    fpr = _fingerprint(fake_nvidia_repo)
     data = {**FAST, "driver_source": "nvidia", "nvidia_repo_url": fake_nvidia_repo}
-    inv = H.write_inventory([h], tmp_path / "inventory.py", data=data)
+
+    # By default only NVIDIA's own key is accepted: the FAKE repo's key is refused by apt itself.
+    inv = H.write_inventory([h], tmp_path / "nvidia-key.py", data=data)
+    r = _dlrig("apply", str(inv), "--roles", "nvidia_driver", "--yes")
+    assert r.returncode == 1
+    upd = h.ssh("sudo apt-get update", check=False)
+    assert "NO_PUBKEY" in upd.stdout + upd.stderr or "not signed" in upd.stdout + upd.stderr, upd.stderr
+    assert not h.ssh("dpkg -l 'nvidia-open*' 2>/dev/null | grep '^ii' || true").stdout.strip()
+
+    inv = H.write_inventory([h], tmp_path / "inventory.py", data={**data, "nvidia_repo_key_fingerprint": fpr})
     out = _apply(inv, "nvidia_driver,cuda,cudnn")
     assert out["reboot"] == {h.name: "reboot required"}
 
     listing = (h.root / "etc/apt/sources.list.d/dlrig-nvidia-cuda.list").read_text()
-    assert f"deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc] {fake_nvidia_repo}/debian12/x86_64 /" in listing
+    assert (f"deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,{fpr}] {fake_nvidia_repo}/debian12/x86_64 /"
+            in listing)
     versions = h.ssh("dpkg-query -W -f '${Package} ${Version}\\n' nvidia-open nvidia-kernel-open-dkms "
                      "nvidia-driver-pinning-580 cuda-toolkit-13-0 cudnn9-cuda-13").stdout
     assert "nvidia-open 580.95.05-1" in versions, versions  # not the 590 decoy
@@ -265,7 +286,8 @@ def test_switching_source_replaces_the_conflicting_driver(make_hosts, tmp_path, 
     """Fake nvidia-open 580 installed first; then driver_branch=590 from the same FAKE repo: the old
     packages are unheld and replaced, the pin follows."""
     (h,) = make_hosts(1)
-    data = {**FAST, "driver_source": "nvidia", "nvidia_repo_url": fake_nvidia_repo}
+    data = {**FAST, "driver_source": "nvidia", "nvidia_repo_url": fake_nvidia_repo,
+            "nvidia_repo_key_fingerprint": _fingerprint(fake_nvidia_repo)}
     inv = H.write_inventory([h], tmp_path / "inventory.py", data=data)
     _apply(inv, "nvidia_driver")
     _apply(inv, "nvidia_driver", "--data", "driver_branch=590")

@@ -42,7 +42,7 @@ def test_ubuntu_2204_default_is_canonical_signed_modules_no_dkms():
     assert "blacklist nouveau" in drv and "systemctl enable nvidia-persistenced.service" in drv
     assert "dlrig-nvidia-cuda.list" not in drv  # driver from Ubuntu: no NVIDIA repo for the driver
     cuda = commands(ops, "cuda")
-    assert ("deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc] "
+    assert ("deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,EB693B3035CD5710E231E123A4B469963BF863CC] "
             "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64 /") in cuda
     assert "repos/ubuntu2204/x86_64/3bf863cc.pub" in cuda
     assert "install --no-install-recommends cuda-toolkit-13-0" in cuda
@@ -63,7 +63,7 @@ def test_ubuntu_2404_ga_kernel_headless_server():
 def test_ubuntu_2404_nvidia_source_two_4090s_pins_branch():
     ops = _ops("ubuntu-24.04", gpus="2x4090", driver_source="nvidia")
     drv = commands(ops, "nvidia_driver")
-    assert ("deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc] "
+    assert ("deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,EB693B3035CD5710E231E123A4B469963BF863CC] "
             "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64 /") in drv
     assert "UPLOAD /etc/apt/preferences.d/dlrig-nvidia-driver" in drv
     assert "Pin: version /^(1:)?580\\./" in drv and "Pin-Priority: 1000" in drv
@@ -90,6 +90,14 @@ def test_mirror_url_is_used_everywhere():
     assert "https://mirror.lab.example/cuda/repos/ubuntu2204/x86_64 /" in text
     assert "https://mirror.lab.example/cuda/repos/ubuntu2204/x86_64/3bf863cc.pub" in text
     assert "developer.download.nvidia.com" not in text
+
+
+def test_only_nvidias_key_is_trusted_by_fingerprint_unless_told_otherwise():
+    text = commands(_ops("ubuntu-22.04", driver_source="nvidia"), "nvidia_driver")
+    assert ("deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,EB693B3035CD5710E231E123A4B469963BF863CC] "
+            "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64 /") in text
+    text = commands(_ops("ubuntu-22.04", driver_source="nvidia", nvidia_repo_key_fingerprint=None), "nvidia_driver")
+    assert "deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc] https://" in text
 
 
 def test_custom_key_url_and_checksum():
