@@ -54,9 +54,7 @@ def _prepare(inventory: str, roles: str | None, data: tuple[str, ...]):
         preflight.check(hosts)
     except UserError as e:
         _fail(e)
-    pyinfra_data = {k: (",".join(v) if k == "dlrig_roles" else repr(v) if not isinstance(v, str) else v)
-                    for k, v in override.items()}
-    return hosts, pyinfra_data
+    return hosts, override
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

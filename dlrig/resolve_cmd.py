@@ -86,22 +86,18 @@ def _print_resolution(j: dict, indent: str = "") -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def doctor(inventory: str, data: tuple[str, ...], as_json: bool) -> None:
     """Per host: OS, kernel, GPUs, Secure Boot, loaded/installed driver, free disk, and the resolved plan."""
-    from dlrig.cli import _parse_data
+    from dlrig.cli import _fail, _parse_data
     from dlrig.inventory import UserError, load_inventory, validate
+    from dlrig.runner import pyinfra_command
 
     try:
         override = _parse_data(data)
         hosts = load_inventory(inventory, override)
         validate(hosts)
     except UserError as e:
-        for line in e.lines:
-            click.echo(f"dlrig: error: {line}", err=True)
-        sys.exit(EXIT_USAGE)
+        _fail(e)
     with tempfile.TemporaryDirectory(prefix="dlrig-doctor-") as out:
-        cmd = [sys.executable, "-m", "pyinfra", inventory, str(DOCTOR_DEPLOY), "--dry", "--json",
-               "--data", f"dlrig_doctor_out={out}"]
-        for key, value in override.items():
-            cmd += ["--data", f"{key}={value if isinstance(value, str) else repr(value)}"]
+        cmd = pyinfra_command(inventory, str(DOCTOR_DEPLOY), dry=True, data={**override, "dlrig_doctor_out": out})
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         reports = {}
         for h in hosts:

@@ -122,14 +122,16 @@ def pyinfra_command(
     deploy_file: str,
     *,
     dry: bool,
-    data: dict[str, str] | None = None,
+    data: dict[str, Any] | None = None,
     verbose: int = 0,
 ) -> list[str]:
+    """The pyinfra command line. ``data`` values go as JSON, which pyinfra's ``--data`` decodes
+    (strings stay strings, lists stay lists, None stays None)."""
     # --dry without -y: pyinfra skips its change detection under -y, and --dry never prompts.
     cmd = [sys.executable, "-m", "pyinfra", inventory, deploy_file, "--json"]
     cmd.append("--dry" if dry else "-y")
     for key, value in (data or {}).items():
-        cmd += ["--data", f"{key}={value}"]
+        cmd += ["--data", f"{key}={json.dumps(value)}"]
     if verbose:
         cmd.append("-" + "v" * verbose)
     return cmd

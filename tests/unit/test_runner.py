@@ -71,3 +71,17 @@ def test_a_role_refusing_while_pyinfra_prepares_fails_the_host(tmp_path):
     s = result.summary(["@local"])["@local"]
     assert not s.ok and s.failed == 1
     assert any("no combination fits this card" in e for e in s.errors)
+
+
+def test_data_values_reach_pyinfra_with_their_types():
+    """What `--data` sends is what pyinfra's own parser gives the deploy (lists, None, look-alike strings).
+    Parsed in a child process: importing pyinfra_cli gevent-patches the importing process."""
+    data = {"extra_packages": ["timm", "pandas>=2.2"], "driver_branch": 590, "torch_version": None,
+            "env_name": "true", "python_version": "3.11", "cpu_only": True, "dlrig_roles": ["base", "ssh"]}
+    cmd = pyinfra_command("@local", "deploy.py", dry=True, data=data)
+    sent = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--data")
+    parsed = subprocess.run(
+        [sys.executable, "-c", "import json, sys; from pyinfra_cli.util import parse_cli_arg; "
+         "print(json.dumps({k: parse_cli_arg(v) for k, v in json.loads(sys.argv[1]).items()}))", json.dumps(sent)],
+        capture_output=True, text=True, check=True).stdout
+    assert json.loads(parsed) == data
