@@ -217,11 +217,11 @@ def after_apply(inventory: str, results: dict | None, reboot: bool, quiet: bool 
             for h in changed:
                 click.echo(f"{h}: reboot required (NVIDIA driver changed): reboot it or run `dlrig apply --reboot`")
         return status
-    cmd = [sys.executable, "-m", "pyinfra", inventory, str(REBOOT_DEPLOY), "-y", "--json",
-           "--data", f"dlrig_local_boot_id={local_boot_id()}"]
+    from dlrig.runner import pyinfra_command, run_pyinfra
+
+    cmd = pyinfra_command(inventory, str(REBOOT_DEPLOY), dry=False, data={"dlrig_local_boot_id": local_boot_id()})
     for h in changed:
         cmd += ["--limit", h]
-    from dlrig.runner import run_pyinfra
 
     result = run_pyinfra(cmd, show_progress=not quiet)
     rebooted, refused = set(), set()
