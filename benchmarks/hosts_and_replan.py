@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dlrig import hosts
+import dlrig.testing as testing
 
 
 def timed(fn) -> float:
@@ -39,14 +39,14 @@ def main() -> None:
     args = ap.parse_args()
 
     rows = []
-    image_s = timed(hosts.golden_image)
-    image = hosts.golden_image()
+    image_s = timed(testing.golden_image)
+    image = testing.golden_image()
     rows.append(("golden image (cached after the first build)", image_s, 1))
     with tempfile.TemporaryDirectory(prefix="dlrig-bench-") as work:
-        pool = hosts.HostPool(Path(work), image)
+        pool = testing.HostPool(Path(work), image)
         started: list = []
         rows.append((f"start {args.hosts} hosts", timed(lambda: started.extend(pool.start_many(args.hosts))), 1))
-        inv = hosts.write_inventory(started, Path(work) / "inv.py", data={
+        inv = testing.write_inventory(started, Path(work) / "inv.py", data={
             "base_packages": ["jq"],
             "extra_ca_certificates": sorted(glob.glob("/usr/local/share/ca-certificates/*.crt")),
         })

@@ -10,13 +10,18 @@ from pathlib import Path
 
 from pyinfra import host
 
-from dlrig.roles import load, parse_roles
+from dlrig.engine.catalogue import load, parse_roles
 
 DEPLOYS = Path(__file__).resolve().parent
 
 
 def deploy_file(name: str = "workstation") -> str:
     return str(DEPLOYS / f"{name}.py")
+
+
+def report_name(host_name: str) -> str:
+    """The file a per-host report deploy (``doctor.py``) writes for a host: a safe file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in host_name) + ".json"
 
 
 def run_roles(default: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@
 """
 
 from dlrig.deploys import run_roles
-from dlrig.roles import ORDER
+
+from dlrig.engine.catalogue import ORDER
 
 run_roles([r for r in ORDER if r in ("base", "ssh", "firewall", "power", "unattended_upgrades")])

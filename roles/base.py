@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dlrig.roles import template
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.apt import AptSources
@@ -12,9 +13,8 @@ from pyinfra.facts.server import LinuxName
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.facts import DpkgAudit
-from dlrig.roles import template
-from dlrig.settings import Setting, declare
+from dlrig.engine.facts import DpkgAudit
+from dlrig.engine.settings import Setting, declare
 
 ESSENTIALS = [
     "build-essential",

@@ -13,15 +13,16 @@ from __future__ import annotations
 import re
 import shlex
 
+from dlrig.roles import template
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
-from dlrig import mlstack
-from dlrig.facts import CondaInstall
-from dlrig.roles import owner, setting, template
-from dlrig.settings import Setting, declare
+from dlrig.engine import pyenv
+from dlrig.engine.facts import CondaInstall
+from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.settings import Setting, declare
 
 # Miniforge3 24.11.3-0; checksum as published with the release (and in Arch's AUR PKGBUILD).
 # GitHub is unreachable from where dlrig is tested: bump both together, from the release's
@@ -124,9 +125,9 @@ def version_mismatch(state: dict, url: str, sha256: str) -> str | None:
 @deploy("conda", data_defaults=DEFAULTS)
 def conda():
     user = owner()
-    prefix = mlstack.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
+    prefix = pyenv.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
     url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
-    as_user = mlstack.as_user(user)
+    as_user = pyenv.as_user(user)
 
     state = host.get_fact(CondaInstall, prefix=prefix)
     if state["exists"] and not state["conda"]:
@@ -153,11 +154,11 @@ def conda():
         src=template("condarc.j2"),
         dest=f"{prefix}/.condarc",
         channels=list(setting("conda_channels")),
-        ssl_verify=mlstack.SYSTEM_CA_BUNDLE if extra_cas else None,
+        ssl_verify=pyenv.SYSTEM_CA_BUNDLE if extra_cas else None,
         mode="644",
         user=user,
     )
-    bashrc = f"{mlstack.home_of(user)}/.bashrc"
+    bashrc = f"{pyenv.home_of(user)}/.bashrc"
     files.file(name="the user's ~/.bashrc exists", path=bashrc, user=user, present=True)
     files.block(
         name="conda in the user's bash (~/.bashrc)",

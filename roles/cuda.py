@@ -8,19 +8,20 @@ where the driver comes from Debian, else NVIDIA's repo, matching torch's CUDA).
 
 from __future__ import annotations
 
+from dlrig.roles import template
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
-from dlrig.resolver import resolve_host
-from dlrig.roles import setting, template
-from dlrig.settings import Setting, declare
+from dlrig.engine.hostdata import setting
+from dlrig.engine.settings import Setting, declare
+from dlrig.engine.stack import resolve_host
 
 PROFILE = "/etc/profile.d/dlrig-cuda.sh"
 DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"
 
 
 def _cuda_check(v):
-    from dlrig.resolver import CUDA_MIN_DRIVER
+    from dlrig.gpu.resolver import CUDA_MIN_DRIVER
 
     v = str(v)
     return None if v in CUDA_MIN_DRIVER else f"CUDA {v} is not a release dlrig knows; use one of {', '.join(CUDA_MIN_DRIVER)}"

@@ -7,12 +7,13 @@ the distro toolkit: Debian's ``nvidia-cudnn`` (contrib; it downloads cuDNN from 
 
 from __future__ import annotations
 
+from dlrig.roles import template
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
-from dlrig.resolver import resolve_host
-from dlrig.roles import setting, template
-from dlrig.settings import Setting, declare
+from dlrig.engine.hostdata import setting
+from dlrig.engine.settings import Setting, declare
+from dlrig.engine.stack import resolve_host
 
 PIN = "/etc/apt/preferences.d/dlrig-cudnn"
 

@@ -29,9 +29,9 @@ from pyinfra.facts.files import Directory
 from pyinfra.facts.server import KernelVersion, Users, Which
 from pyinfra.operations import apt, files, server
 
-from dlrig.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState
-from dlrig.roles import owner, setting
-from dlrig.settings import Setting, declare
+from dlrig.engine.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState
+from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.settings import Setting, declare
 
 GRUB_DROPIN = "/etc/default/grub.d/99-dlrig.cfg"
 FSTAB = "/etc/fstab"

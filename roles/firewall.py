@@ -22,9 +22,14 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, server
 
-from dlrig.facts import SshdEffectivePorts, SshServerPort, UfwRulesPresent, UfwState
-from dlrig.roles import setting
-from dlrig.settings import Setting, declare, registry
+from dlrig.engine.facts import (
+    SshdEffectivePorts,
+    SshServerPort,
+    UfwRulesPresent,
+    UfwState,
+)
+from dlrig.engine.hostdata import setting
+from dlrig.engine.settings import Setting, declare, registry
 
 _SPEC_RE = re.compile(r"^[A-Za-z0-9 ./:,_-]+$")
 

@@ -1,7 +1,7 @@
 """Role ``jupyter``: JupyterLab from the pytorch role's environment, a systemd service of the user.
 
 Bound to ``jupyter_ip`` (default 127.0.0.1: reach it over an SSH tunnel, see
-:func:`dlrig.mlstack.tunnel_hint`) on ``jupyter_port``; password only as a hash
+:func:`tunnel_hint`) on ``jupyter_port``; password only as a hash
 (``jupyter_password_hash``, or ``dlrig apply --jupyter-password-prompt`` hashing on the
 controller), no token; root_dir the user's home or ``jupyter_root_dir``. The config is
 ``~USER/.jupyter/jupyter_server_config.py`` (mode 600), the unit ``dlrig-jupyter.service``; the
@@ -11,20 +11,23 @@ containers, dlrig's test hosts) the unit is enabled, not started.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
+from typing import Any
 
+from dlrig.roles import template
+from dlrig.roles.pytorch import packages_command
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import Directory, FindInFile, Link
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from dlrig import mlstack
-from dlrig.facts import PythonEnv, SystemdBooted
-from dlrig.roles import owner, setting, template
-from dlrig.roles.pytorch import packages_command
-from dlrig.settings import Setting, declare
+from dlrig.engine import passwords, pyenv
+from dlrig.engine.facts import PythonEnv, SystemdBooted
+from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.settings import Setting, declare
 
 DEFAULTS = declare(
     "jupyter",
@@ -36,7 +39,7 @@ DEFAULTS = declare(
         "str",
         "JupyterLab password hash (jupyter_server.auth.passwd()); or apply --jupyter-password-prompt",
         nullable=True,
-        check=mlstack.check_password_hash,
+        check=passwords.check_password_hash,
     ),
     Setting(
         "jupyter_root_dir",
@@ -55,16 +58,16 @@ def installed_hash(lines: list[str] | None) -> str | None:
     """The password hash in an installed jupyter_server_config.py (FindInFile lines), or None."""
     for line in lines or []:
         m = re.search(r'hashed_password\s*=\s*"([^"]+)"', line)
-        if m and mlstack.check_password_hash(m.group(1)) is None:
+        if m and passwords.check_password_hash(m.group(1)) is None:
             return m.group(1)
     return None
 
 
 @deploy("jupyter", data_defaults=DEFAULTS)
 def jupyter():
-    user, home, prefix, env_name, envp, python = mlstack.env_layout(
+    user, home, prefix, env_name, envp, python = pyenv.env_layout(
         owner(), setting("conda_prefix"), setting("env_name"))
-    as_user = mlstack.as_user(user)
+    as_user = pyenv.as_user(user)
     config_path = f"{home}/.jupyter/jupyter_server_config.py"
     # No hash given: keep the installed one (set once with --jupyter-password-prompt), else refuse.
     password_hash = setting("jupyter_password_hash") or installed_hash(
@@ -80,10 +83,10 @@ def jupyter():
     if env is None and selected and "pytorch" not in selected:
         raise DeployError(f"no environment at {envp}: apply the pytorch role first (--roles pytorch,jupyter)")
     pkgs_changed = None
-    if env is None or mlstack.unsatisfied(mlstack.JUPYTER_PACKAGES, env.get("dists", {})):
+    if env is None or pyenv.unsatisfied(pyenv.JUPYTER_PACKAGES, env.get("dists", {})):
         pkgs_changed = server.shell(
             name=f"JupyterLab in {env_name}",
-            commands=[packages_command(python, list(mlstack.JUPYTER_PACKAGES),
+            commands=[packages_command(python, list(pyenv.JUPYTER_PACKAGES),
                                        tuple(setting("pip_find_links") or ()))],
             **as_user,
         )
@@ -101,18 +104,18 @@ def jupyter():
         user=user,
     )
     unit = files.template(
-        name=f"systemd unit {mlstack.JUPYTER_UNIT}",
+        name=f"systemd unit {pyenv.JUPYTER_UNIT}",
         src=template("jupyter.service.j2"),
-        dest=f"/etc/systemd/system/{mlstack.JUPYTER_UNIT}",
+        dest=f"/etc/systemd/system/{pyenv.JUPYTER_UNIT}",
         mode="644",
         **_unit_vars(user, env_name, envp, root_dir, config_path),
     )
 
-    wants = f"/etc/systemd/system/multi-user.target.wants/{mlstack.JUPYTER_UNIT}"
+    wants = f"/etc/systemd/system/multi-user.target.wants/{pyenv.JUPYTER_UNIT}"
     if not host.get_fact(Link, path=wants):
         server.shell(
-            name=f"enable {mlstack.JUPYTER_UNIT} at boot",
-            commands=[f"systemctl enable {shlex.quote(mlstack.JUPYTER_UNIT)}"],
+            name=f"enable {pyenv.JUPYTER_UNIT} at boot",
+            commands=[f"systemctl enable {shlex.quote(pyenv.JUPYTER_UNIT)}"],
         )
 
     if host.get_fact(SystemdBooted):
@@ -121,20 +124,57 @@ def jupyter():
             commands=["systemctl daemon-reload"],
             _if=unit.did_change,
         )
-        systemd.service(name=f"{mlstack.JUPYTER_UNIT} running", service=mlstack.JUPYTER_UNIT, running=True)
+        systemd.service(name=f"{pyenv.JUPYTER_UNIT} running", service=pyenv.JUPYTER_UNIT, running=True)
         changed = [config, unit] + ([pkgs_changed] if pkgs_changed else [])
         systemd.service(
-            name=f"restart {mlstack.JUPYTER_UNIT} (config changed)",
-            service=mlstack.JUPYTER_UNIT,
+            name=f"restart {pyenv.JUPYTER_UNIT} (config changed)",
+            service=pyenv.JUPYTER_UNIT,
             running=True,
             restarted=True,
             _if=any_changed(*changed),
         )
     else:
-        logger.info(f"{host.name}: systemd is not running: {mlstack.JUPYTER_UNIT} enabled, starts at boot")
+        logger.info(f"{host.name}: systemd is not running: {pyenv.JUPYTER_UNIT} enabled, starts at boot")
 
 
 def _unit_vars(user: str, env_name: str, envp: str, root_dir: str, config_path: str) -> dict:
     """Template variables of jupyter.service.j2 (the template's ``user`` is not pyinfra's)."""
     return {"unit_user": user, "env_name": env_name, "env_prefix": envp,
             "root_dir": root_dir, "config_path": config_path}
+
+
+# --- the laptop side: the SSH tunnel line `apply` ends with -------------------------------------
+
+def _forward_target(ip: str) -> str:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    return "localhost" if addr.is_unspecified or str(addr) in ("127.0.0.1", "::1") else ip
+
+
+def tunnel_hint(host_name: str, data: dict[str, Any]) -> str:
+    """The laptop side: an ``ssh -N -L`` line and a ``~/.ssh/config`` stanza for JupyterLab."""
+    port = int(data.get("jupyter_port") or 8888)
+    target = _forward_target(str(data.get("jupyter_ip") or "127.0.0.1"))
+    address = data.get("ssh_hostname") or host_name
+    user = data.get("ssh_user") or data.get("workstation_user")
+    dest = f"{user}@{address}" if user else address
+    ssh_port = data.get("ssh_port")
+    key = data.get("ssh_key")
+    extra = (f" -p {ssh_port}" if ssh_port and int(ssh_port) != 22 else "") + (f" -i {key}" if key else "")
+    alias = re.sub(r"[^A-Za-z0-9._-]+", "-", host_name.removeprefix("@")) + "-jupyter"
+    stanza = [f"Host {alias}", f"    HostName {address}"]
+    if user:
+        stanza.append(f"    User {user}")
+    if ssh_port and int(ssh_port) != 22:
+        stanza.append(f"    Port {ssh_port}")
+    if key:
+        stanza.append(f"    IdentityFile {key}")
+    stanza += [f"    LocalForward {port} {target}:{port}", "    ExitOnForwardFailure yes"]
+    return "\n".join([
+        f"JupyterLab on {host_name}: open http://localhost:{port}/ after starting the tunnel:",
+        f"  ssh -N -L {port}:{target}:{port}{extra} {dest}",
+        "or add to ~/.ssh/config on your laptop, then run `ssh -N " + alias + "`:",
+        *("  " + line for line in stanza),
+    ])

@@ -1,6 +1,6 @@
 """Role ``nvidia_driver``: the resolved NVIDIA driver, held, Secure-Boot-aware, nouveau off.
 
-Sources (``driver_source``; None picks by OS, see dlrig.resolver):
+Sources (``driver_source``; None picks by OS, see dlrig.gpu.resolver):
 - ``ubuntu``: Canonical's signed prebuilt ``linux-modules-nvidia-<branch>-<flavour>`` with the
   no-DKMS userspace (what ``ubuntu-drivers install`` does): loads under Secure Boot without MOK,
   follows kernel updates through the linux-modules metapackage.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from io import StringIO
 
+from dlrig.roles import template
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.apt import AptSources
@@ -28,10 +29,11 @@ from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.facts import AptHeld, MokKey, SecureBoot
-from dlrig.resolver import OSES, Resolution, resolve_host
-from dlrig.roles import setting, template
-from dlrig.settings import Setting, declare
+from dlrig.engine.facts import AptHeld, MokKey, SecureBoot
+from dlrig.engine.hostdata import setting
+from dlrig.engine.settings import Setting, declare
+from dlrig.engine.stack import resolve_host
+from dlrig.gpu.resolver import OSES, Resolution
 
 NVIDIA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos"
 # NVIDIA's CUDA repository signing key (3bf863cc.pub, long id A4B469963BF863CC, since the 2022 rotation).
@@ -43,7 +45,7 @@ NOUVEAU = "/etc/modprobe.d/dlrig-blacklist-nouveau.conf"
 NONFREE_LIST = "/etc/apt/sources.list.d/dlrig-debian-nonfree.list"
 REBOOT_MARKER = "/var/run/reboot-required"
 MOK_KEYS = {"debian": "/var/lib/dkms/mok.pub", "ubuntu": "/var/lib/shim-signed/mok/MOK.der"}
-# Op names other code reads (dlrig.resolve_cmd: did the driver change on this host?).
+# Op names other code reads (dlrig.cli.resolve: did the driver change on this host?).
 OP_PACKAGES = "driver packages"
 OP_REMOVE = "remove conflicting driver packages"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from dlrig.roles import template
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
@@ -23,9 +24,8 @@ from pyinfra.facts.files import Directory
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.facts import NetInterfaceMac
-from dlrig.roles import template
-from dlrig.settings import Setting, declare
+from dlrig.engine.facts import NetInterfaceMac
+from dlrig.engine.settings import Setting, declare
 
 SLEEP_TARGETS = ("sleep.target", "suspend.target", "hibernate.target", "hybrid-sleep.target",
                  "suspend-then-hibernate.target")

@@ -19,15 +19,16 @@ import re
 import shlex
 from io import StringIO
 
+from dlrig.roles import template
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from dlrig import mlstack
-from dlrig.facts import CondaInstall, PythonEnv
-from dlrig.roles import owner, setting, template
-from dlrig.settings import Setting, declare
+from dlrig.engine import pyenv
+from dlrig.engine.facts import CondaInstall, PythonEnv
+from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.settings import Setting, declare
 
 
 def _env_name(value: str) -> str | None:
@@ -80,7 +81,7 @@ DEFAULTS = declare(
         "list",
         "more pip requirements for the environment, e.g. ['pandas>=2.2', 'timm']",
         item_kind="str",
-        check=mlstack.check_requirements,
+        check=pyenv.check_requirements,
     ),
     Setting(
         "torch_version",
@@ -96,19 +97,19 @@ DEFAULTS = declare(
 def _resolution():
     """The resolver's answer for this host; without a resolver only a cpu_only host can go on."""
     try:
-        from dlrig.resolver import resolve_host
+        from dlrig.engine.stack import resolve_host
     except ImportError:
         if setting("cpu_only"):
-            return None  # mlstack.torch_source: variant "cpu"
-        raise DeployError("dlrig.resolver is missing: it picks the torch build for the driver; "
+            return None  # pyenv.torch_source: variant "cpu"
+        raise DeployError("dlrig.gpu.resolver is missing: it picks the torch build for the driver; "
                           "reinstall dlrig (pip install dlrig) or set cpu_only=True") from None
     return resolve_host()
 
 
-def _torch_source() -> mlstack.TorchSource:
+def _torch_source() -> pyenv.TorchSource:
     data = {k: setting(k) for k in ("pip_index_url", "pip_find_links", "torch_version", "cpu_only")}
     try:
-        return mlstack.torch_source(data, _resolution())
+        return pyenv.torch_source(data, _resolution())
     except ValueError as e:
         raise DeployError(f"pytorch: {e}") from None
 
@@ -130,9 +131,9 @@ def packages_command(python: str, specs: list[str], find_links: tuple[str, ...])
 
 @deploy("pytorch", data_defaults=DEFAULTS)
 def pytorch():
-    user, home, prefix, env_name, envp, python = mlstack.env_layout(
+    user, home, prefix, env_name, envp, python = pyenv.env_layout(
         owner(), setting("conda_prefix"), setting("env_name"))
-    as_user = mlstack.as_user(user)
+    as_user = pyenv.as_user(user)
     src = _torch_source()
 
     conda_state = host.get_fact(CondaInstall, prefix=prefix)
@@ -142,7 +143,7 @@ def pytorch():
 
     env = host.get_fact(PythonEnv, python=python)
     wanted_python = setting("python_version")
-    if env is not None and not mlstack.python_matches(wanted_python, env.get("python")):
+    if env is not None and not pyenv.python_matches(wanted_python, env.get("python")):
         raise DeployError(
             f"environment {env_name} has Python {env.get('python')}, python_version is {wanted_python}: "
             f"remove it ({prefix}/bin/conda env remove -p {envp}) and apply again, or set python_version"
@@ -180,24 +181,24 @@ def pytorch():
 
     files.put(
         name=f"pip in {env_name} trusts the system CA store",
-        src=StringIO(f"# Managed by dlrig (role pytorch)\n[global]\ncert = {mlstack.SYSTEM_CA_BUNDLE}\n"),
+        src=StringIO(f"# Managed by dlrig (role pytorch)\n[global]\ncert = {pyenv.SYSTEM_CA_BUNDLE}\n"),
         dest=f"{envp}/pip.conf",
         mode="644",
         user=user,
     )
 
-    reason = mlstack.torch_needs_install(src, env)
+    reason = pyenv.torch_needs_install(src, env)
     if reason:
         force = "CPU build" in reason
         server.shell(
             name=f"torch + torchvision from {src.index_url} ({reason})",
-            commands=[mlstack.torch_install_command(python, src, force_reinstall=force)],
+            commands=[pyenv.torch_install_command(python, src, force_reinstall=force)],
             **as_user,
         )
 
-    wanted = [*mlstack.BASE_PACKAGES, *setting("extra_packages")]
+    wanted = [*pyenv.BASE_PACKAGES, *setting("extra_packages")]
     dists = (env or {}).get("dists", {})
-    if env is None or reason or mlstack.unsatisfied(wanted, dists):
+    if env is None or reason or pyenv.unsatisfied(wanted, dists):
         server.shell(
             name=f"fastai, ipykernel and extra_packages in {env_name}",
             commands=[packages_command(python, wanted, src.find_links)],

@@ -33,16 +33,18 @@ import io
 import re
 
 import jinja2
-from pyinfra import host, logger as log
+from dlrig.roles import template
+from pyinfra import host
+from pyinfra import logger as log
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
 from pyinfra.facts.server import User
 from pyinfra.operations import apt, files, server
 
-from dlrig.facts import AuthorizedKeyCount, SshServerPort
-from dlrig.roles import owner, setting, template
-from dlrig.settings import Setting, declare
+from dlrig.engine.facts import AuthorizedKeyCount, SshServerPort
+from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.settings import Setting, declare
 
 DROPIN = "/etc/ssh/sshd_config.d/00-dlrig.conf"
 STAGING = "/var/lib/dlrig/ssh/00-dlrig.conf"

@@ -17,13 +17,14 @@ from __future__ import annotations
 import importlib
 import re
 
+from dlrig.roles import template
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
-from dlrig.roles import setting, template
-from dlrig.settings import Setting, declare
+from dlrig.engine.hostdata import setting
+from dlrig.engine.settings import Setting, declare
 
 #: Packages of the GPU stack unattended-upgrades must never touch (regexes, matched at the start).
 DRIVER_PACKAGE_PATTERNS = (

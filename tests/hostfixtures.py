@@ -1,4 +1,4 @@
-"""Pytest fixtures for dlrig test hosts (Debian 12 over real SSH, see dlrig.hosts).
+"""Pytest fixtures for dlrig test hosts (Debian 12 over real SSH, see dlrig.testing.nshost).
 
 Imported into tests/conftest.py. Tests that start hosts are marked ``hosts`` and skip with a
 reason when this machine cannot run them (not root, debootstrap missing, ...).
@@ -12,7 +12,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from dlrig import hosts as _hosts
+from dlrig.testing import image as IMAGE
+from dlrig.testing import nshost as NSHOST
+from dlrig.testing import pool as POOL
+from dlrig.testing import system as SYSTEM
 
 __all__ = ["golden_image", "make_hosts"]
 
@@ -30,7 +33,7 @@ def register_markers(config: pytest.Config) -> None:
 
 def skip_unrunnable_host_tests(items: list[pytest.Item]) -> None:
     """Skip ``hosts``-marked tests, with the reason, where test hosts cannot run."""
-    reason = _hosts.missing_requirements()
+    reason = SYSTEM.missing_requirements()
     if reason is None:
         return
     if os.environ.get("CI") and any(item.get_closest_marker("hosts") for item in items):
@@ -45,21 +48,21 @@ def skip_unrunnable_host_tests(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def golden_image() -> Path:
     """The cached golden image (built once per recipe; DLRIG_CACHE, DLRIG_DEBIAN_MIRROR)."""
-    reason = _hosts.missing_requirements()
+    reason = SYSTEM.missing_requirements()
     if reason:
         pytest.skip(f"test hosts unavailable: {reason}")
-    return _hosts.golden_image()
+    return IMAGE.golden_image()
 
 
 @pytest.fixture
 def make_hosts(
     golden_image: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., list[_hosts.TestHost]]]:
+) -> Iterator[Callable[..., list[NSHOST.TestHost]]]:
     """Factory: ``make_hosts(n, names=None, **pool_kw)`` -> started hosts, stopped at test end."""
-    pools: list[_hosts.HostPool] = []
+    pools: list[POOL.HostPool] = []
 
-    def make(n: int = 1, names: list[str] | None = None, **pool_kw) -> list[_hosts.TestHost]:
-        pool = _hosts.HostPool(tmp_path_factory.mktemp("hosts"), golden_image, **pool_kw)
+    def make(n: int = 1, names: list[str] | None = None, **pool_kw) -> list[NSHOST.TestHost]:
+        pool = POOL.HostPool(tmp_path_factory.mktemp("hosts"), golden_image, **pool_kw)
         pools.append(pool)
         return pool.start_many(n, names)
 
@@ -68,7 +71,7 @@ def make_hosts(
     for pool in pools:
         try:
             pool.stop_all()
-        except _hosts.HostError as e:
+        except SYSTEM.HostError as e:
             errors.append(str(e))
     if errors:
         pytest.fail("test host teardown failed: " + "; ".join(errors))

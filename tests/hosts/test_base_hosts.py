@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrig.hosts import write_inventory
+from dlrig.testing import write_inventory
 
 pytestmark = pytest.mark.hosts
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from dlrig import hosts as H
+from dlrig.testing import nshost as NSHOST
+from dlrig.testing import pool as POOL
 
 pytestmark = pytest.mark.hosts
 
@@ -55,7 +56,7 @@ def _plan(inv: Path, roles: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _seed_debs(h: H.TestHost) -> None:
+def _seed_debs(h: NSHOST.TestHost) -> None:
     """Copy cached .debs into the host's apt archive (apt skips downloading what is there)."""
     if DEB_CACHE.is_dir():
         archives = h.root / "var/cache/apt/archives"
@@ -64,7 +65,7 @@ def _seed_debs(h: H.TestHost) -> None:
             shutil.copy2(deb, archives / deb.name)
 
 
-def _keep_debs(h: H.TestHost) -> None:
+def _keep_debs(h: NSHOST.TestHost) -> None:
     DEB_CACHE.mkdir(parents=True, exist_ok=True)
     for deb in (h.root / "var/cache/apt/archives").glob("*.deb"):
         if not (DEB_CACHE / deb.name).exists():
@@ -77,7 +78,7 @@ def _keep_debs(h: H.TestHost) -> None:
 def test_debian_source_installs_holds_and_replans_to_zero(make_hosts, tmp_path):
     (h,) = make_hosts(1)
     _seed_debs(h)
-    inv = H.write_inventory([h], tmp_path / "inventory.py", data=FAST)
+    inv = POOL.write_inventory([h], tmp_path / "inventory.py", data=FAST)
 
     t0 = time.monotonic()
     out = _apply(inv, "nvidia_driver")
@@ -109,7 +110,7 @@ def test_debian_source_installs_holds_and_replans_to_zero(make_hosts, tmp_path):
 
 def test_doctor_reports_facts_and_plan(make_hosts, tmp_path):
     (h,) = make_hosts(1)
-    inv = H.write_inventory([h], tmp_path / "inventory.py", data={"driver_gpus": GPU})
+    inv = POOL.write_inventory([h], tmp_path / "inventory.py", data={"driver_gpus": GPU})
     res = _dlrig("doctor", str(inv), "--json", timeout=120)
     out = json.loads(res.stdout)
     r = out["hosts"][h.name]
@@ -126,7 +127,7 @@ def test_secure_boot_with_dkms_refuses_before_changing_anything(make_hosts, tmp_
     fake = h.root / "usr/local/bin/mokutil"
     fake.write_text("#!/bin/sh\n[ \"$1\" = --sb-state ] && echo 'SecureBoot enabled'\n")
     fake.chmod(0o755)
-    inv = H.write_inventory([h], tmp_path / "inventory.py", data=FAST)
+    inv = POOL.write_inventory([h], tmp_path / "inventory.py", data=FAST)
     res = _dlrig("apply", str(inv), "--roles", "nvidia_driver", "--yes")  # not --json: pyinfra's error on stderr
     assert res.returncode != 0
     assert "Secure Boot is on and driver_source='debian'" in res.stdout + res.stderr
@@ -139,7 +140,7 @@ def test_debian_driver_and_distro_cuda_converge(make_hosts, tmp_path):
     """The done-when: --roles nvidia_driver,cuda on Debian 12 (nvidia-cuda-toolkit: 1.6 GB, cached)."""
     (h,) = make_hosts(1)
     _seed_debs(h)
-    inv = H.write_inventory([h], tmp_path / "inventory.py", data=FAST)
+    inv = POOL.write_inventory([h], tmp_path / "inventory.py", data=FAST)
     t0 = time.monotonic()
     _apply(inv, "nvidia_driver,cuda", timeout=1800)
     print(f"nvidia_driver,cuda apply: {time.monotonic() - t0:.1f} s")
@@ -252,14 +253,14 @@ def test_nvidia_source_from_signed_fake_repo_pins_branch_and_converges(make_host
     data = {**FAST, "driver_source": "nvidia", "nvidia_repo_url": fake_nvidia_repo}
 
     # By default only NVIDIA's own key is accepted: the FAKE repo's key is refused by apt itself.
-    inv = H.write_inventory([h], tmp_path / "nvidia-key.py", data=data)
+    inv = POOL.write_inventory([h], tmp_path / "nvidia-key.py", data=data)
     r = _dlrig("apply", str(inv), "--roles", "nvidia_driver", "--yes")
     assert r.returncode == 1
     upd = h.ssh("sudo apt-get update", check=False)
     assert "NO_PUBKEY" in upd.stdout + upd.stderr or "not signed" in upd.stdout + upd.stderr, upd.stderr
     assert not h.ssh("dpkg -l 'nvidia-open*' 2>/dev/null | grep '^ii' || true").stdout.strip()
 
-    inv = H.write_inventory([h], tmp_path / "inventory.py", data={**data, "nvidia_repo_key_fingerprint": fpr})
+    inv = POOL.write_inventory([h], tmp_path / "inventory.py", data={**data, "nvidia_repo_key_fingerprint": fpr})
     out = _apply(inv, "nvidia_driver,cuda,cudnn")
     assert out["reboot"] == {h.name: "reboot required"}
 
@@ -288,12 +289,12 @@ def test_switching_source_replaces_the_conflicting_driver(make_hosts, tmp_path, 
     (h,) = make_hosts(1)
     data = {**FAST, "driver_source": "nvidia", "nvidia_repo_url": fake_nvidia_repo,
             "nvidia_repo_key_fingerprint": _fingerprint(fake_nvidia_repo)}
-    inv = H.write_inventory([h], tmp_path / "inventory.py", data=data)
+    inv = POOL.write_inventory([h], tmp_path / "inventory.py", data=data)
     _apply(inv, "nvidia_driver")
     _apply(inv, "nvidia_driver", "--data", "driver_branch=590")
     versions = h.ssh("dpkg-query -W -f '${Package} ${Version}\\n' nvidia-open nvidia-kernel-open-dkms").stdout
     assert "nvidia-open 590.44.01-1" in versions, versions
     assert "nvidia-driver-pinning-580" not in h.ssh("dpkg -l | grep '^ii' || true").stdout
     assert "590" in (h.root / "etc/apt/preferences.d/dlrig-nvidia-driver").read_text()
-    inv2 = H.write_inventory([h], tmp_path / "inventory2.py", data={**data, "driver_branch": 590})
+    inv2 = POOL.write_inventory([h], tmp_path / "inventory2.py", data={**data, "driver_branch": 590})
     assert _plan(inv2, "nvidia_driver")["changes"] == []

@@ -40,9 +40,11 @@ from pathlib import Path
 
 import pytest
 
-from dlrig import hosts as H
-from dlrig import mlstack
-from dlrig.hosts import write_inventory
+from dlrig.engine import passwords, pyenv
+from dlrig.testing import image as IMAGE
+from dlrig.testing import nshost as NSHOST
+from dlrig.testing import pool as POOL
+from dlrig.testing import write_inventory
 from tests.fixtures import pyindex
 from tests.fixtures.miniforge_standin import build_installer
 
@@ -52,7 +54,7 @@ MACHINE_CAS = sorted(glob.glob("/usr/local/share/ca-certificates/*.crt"))
 TORCH = "2.14.1"
 TORCHVISION = "0.29.1"
 PASSWORD = "correct horse battery staple"
-PREFIX = f"/home/{H.USER}/miniforge3"
+PREFIX = f"/home/{IMAGE.USER}/miniforge3"
 PYTHON = f"{PREFIX}/envs/dl/bin/python"
 
 
@@ -84,7 +86,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     installer = build_installer(root / "miniforge")
     other = build_installer(root / "miniforge-next", version="25.3.0-1", marker="next")
-    index = pyindex.build_index(H.default_cache_dir() / f"torch-index-{TORCH}",
+    index = pyindex.build_index(IMAGE.default_cache_dir() / f"torch-index-{TORCH}",
                                 [f"torch=={TORCH}", f"torchvision=={TORCHVISION}"])
     os.symlink(index, root / "torch")
     with pyindex.serve(root) as url:
@@ -100,7 +102,7 @@ def served(tmp_path_factory):
 
 @dataclass
 class Rig:
-    host: H.TestHost
+    host: NSHOST.TestHost
     inv: Path
     data: dict
     timings: dict = field(default_factory=dict)
@@ -111,7 +113,7 @@ class Rig:
 def ml_rig(golden_image, served, tmp_path_factory):
     """ONE host taken from bare to the full ML stack by `dlrig apply --roles base,conda,pytorch,jupyter`."""
     work = tmp_path_factory.mktemp("mlrig")
-    pool = H.HostPool(work / "hosts", golden_image)
+    pool = POOL.HostPool(work / "hosts", golden_image)
     try:
         (host,) = pool.start_many(1)
         data = {
@@ -123,7 +125,7 @@ def ml_rig(golden_image, served, tmp_path_factory):
             "torch_version": TORCH,
             "jupyter_ip": host.address,
             "jupyter_port": free_port(host.address),
-            "jupyter_password_hash": mlstack.hash_password(PASSWORD),
+            "jupyter_password_hash": passwords.hash_password(PASSWORD),
         }
         inv = write_inventory([host], work / "inv.py", data=data)
         rig = Rig(host, inv, data)
@@ -146,7 +148,7 @@ def test_bare_host_to_torch_and_fastai(ml_rig, record_property):
                  "print(torch.__version__, torchvision.__version__, fastai.__version__, torch.ones(2).sum().item())'")
     ml_rig.timings["import torch, fastai"] = time.monotonic() - t0
     torch_v, tv_v, fastai_v, total = r.stdout.split()
-    assert mlstack.base_version(torch_v) == TORCH and tv_v.startswith("0.29") and float(total) == 2.0
+    assert pyenv.base_version(torch_v) == TORCH and tv_v.startswith("0.29") and float(total) == 2.0
     record_property("versions", r.stdout.strip())
     record_property("first_apply_s", round(ml_rig.timings["first apply"], 1))
     # the user's bash knows conda and the env (shell init), and pip trusts the system CA store
@@ -183,10 +185,10 @@ def test_apply_prints_the_tunnel_line_and_ssh_config(ml_rig):
 
 @pytest.mark.slow
 def test_jupyter_unit_passes_systemd_analyze_verify(ml_rig):
-    unit = f"/etc/systemd/system/{mlstack.JUPYTER_UNIT}"
+    unit = f"/etc/systemd/system/{pyenv.JUPYTER_UNIT}"
     r = ml_rig.host.ssh(f"sudo systemd-analyze verify {unit}; echo rc=$?", check=False)
     assert r.stdout.strip().endswith("rc=0"), r.stdout + r.stderr
-    assert ml_rig.host.ssh(f"test -L /etc/systemd/system/multi-user.target.wants/{mlstack.JUPYTER_UNIT} "
+    assert ml_rig.host.ssh(f"test -L /etc/systemd/system/multi-user.target.wants/{pyenv.JUPYTER_UNIT} "
                            "&& echo enabled").stdout.strip() == "enabled"
 
 
@@ -194,7 +196,7 @@ def test_jupyter_unit_passes_systemd_analyze_verify(ml_rig):
 def test_jupyterlab_answers_and_refuses_requests_without_credentials(ml_rig):
     """Started by hand (no systemd on test hosts) with the unit's own ExecStart, as its User."""
     host = ml_rig.host
-    unit = host.ssh(f"cat /etc/systemd/system/{mlstack.JUPYTER_UNIT}").stdout
+    unit = host.ssh(f"cat /etc/systemd/system/{pyenv.JUPYTER_UNIT}").stdout
     fields = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
     user, cwd, start = fields["User"], fields["WorkingDirectory"], fields["ExecStart"]
     inner = shlex.quote(f"echo $$ > /tmp/jupyter.pid; exec {start}")
@@ -271,7 +273,7 @@ def test_conda_checksum_refused_then_installed_idempotent_and_other_version_repo
     assert host.ssh(f"{PREFIX}/bin/conda --version").stdout.strip() == "conda 24.11.3"
     marker = host.ssh(f"cat {PREFIX}/conda-meta/dlrig-installer").stdout
     assert f"sha256={served['installer_sha256']}" in marker
-    assert host.ssh(f"stat -c %U {PREFIX}/bin/conda").stdout.strip() == H.USER
+    assert host.ssh(f"stat -c %U {PREFIX}/bin/conda").stdout.strip() == IMAGE.USER
     assert host.ssh("bash -ic 'type conda' 2>/dev/null | head -1").stdout.strip() == "conda is a function"
     assert plan_changes(good, "conda") == []
 
@@ -289,11 +291,11 @@ def test_conda_checksum_refused_then_installed_idempotent_and_other_version_repo
 # ------------------------------------------------------------------ the shipped checks on the rig
 
 def _run_checks(rig: Rig, tmp_path: Path, **settings) -> subprocess.CompletedProcess:
-    from dlrig.preflight import effective_data
-    from dlrig.verify import CONTEXT_ENV, CheckContext
+    from dlrig.engine.preflight import effective_data
+    from dlrig.verify.runner import CONTEXT_ENV, CheckContext
 
     ctx = CheckContext(host=rig.host.name, settings=effective_data({**rig.data, **settings}),
-                       roles=["conda", "pytorch", "jupyter"], login_user=H.USER)
+                       roles=["conda", "pytorch", "jupyter"], login_user=IMAGE.USER)
     path = ctx.dump(tmp_path / "context.json")
     checks = Path(__file__).resolve().parents[2] / "dlrig" / "checks"
     return subprocess.run(

@@ -24,7 +24,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from dlrig import hosts as H
+from dlrig.testing import nshost as NSHOST
+from dlrig.testing import pool as POOL
+from dlrig.testing import system as SYSTEM
 from tests.hosts.test_remote_ssh import run_checks
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
@@ -40,7 +42,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @dataclass(eq=False)
-class NetnsHost(H.TestHost):
+class NetnsHost(NSHOST.TestHost):
     netns: str = ""
 
     def _launch(self) -> None:  # TestHost._launch, run inside the network namespace
@@ -51,12 +53,12 @@ class NetnsHost(H.TestHost):
             self._proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns,
                  "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGKILL",
-                 "--propagation", "private", "sh", "-c", H._NS_SCRIPT, "sh",
+                 "--propagation", "private", "sh", "-c", NSHOST._NS_SCRIPT, "sh",
                  str(self.root), self.name, self.address, str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                env=H._clean_env(), start_new_session=True, preexec_fn=H._pdeathsig)
+                env=SYSTEM._clean_env(), start_new_session=True, preexec_fn=NSHOST._pdeathsig)
         self.pid = self._proc.pid
-        self._starttime = H._proc_starttime(self.pid)
+        self._starttime = SYSTEM._proc_starttime(self.pid)
         self._write_state()
 
 
@@ -73,7 +75,7 @@ def _preinstall_ufw(root: Path) -> None:
               'chroot "$R" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive '
               'apt-get install -y -qq --no-install-recommends ufw >/dev/null"')
     res = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                          str(root)], capture_output=True, text=True, env=H._clean_env(), timeout=600)
+                          str(root)], capture_output=True, text=True, env=SYSTEM._clean_env(), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -87,9 +89,9 @@ def netns_host(golden_image, tmp_path):
     base = 4 * random.SystemRandom().randint(0, 63)
     third = random.SystemRandom().randint(1, 254)
     outside, inside = f"169.254.{third}.{base + 1}", f"169.254.{third}.{base + 2}"
-    pool = H.HostPool(tmp_path / "hosts", golden_image)
+    pool = POOL.HostPool(tmp_path / "hosts", golden_image)
     host = None
-    lock = H._FileLock(H._addr_lock_path(inside))
+    lock = SYSTEM._FileLock(NSHOST._addr_lock_path(inside))
     assert lock.acquire(blocking=False), f"{inside} in use"
     try:
         _ip("netns", "add", ns)
@@ -143,7 +145,7 @@ def test_ufw_really_filters_and_ssh_survives(netns_host, tmp_path):
         assert time.monotonic() < deadline, "listeners did not start"
         time.sleep(0.2)
 
-    inv = H.write_inventory([h], tmp_path / "inventory.py",
+    inv = POOL.write_inventory([h], tmp_path / "inventory.py",
                             data={"firewall_allow": ["6006/tcp"], "jupyter_ip": "0.0.0.0"})
     res = subprocess.run(["dlrig", "apply", str(inv), "--roles", "firewall", "--yes"],
                          capture_output=True, text=True, timeout=300)

@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from dlrig.hosts import write_inventory
+from dlrig.testing import write_inventory
 
 pytestmark = pytest.mark.hosts
 
@@ -32,8 +32,8 @@ def run_checks(h, tmp_path, roles: list[str], **settings) -> subprocess.Complete
     import os
     import sys
 
-    from dlrig.preflight import effective_data
-    from dlrig.verify import CONTEXT_ENV, CheckContext
+    from dlrig.engine.preflight import effective_data
+    from dlrig.verify.runner import CONTEXT_ENV, CheckContext
 
     ctx = CheckContext(host=h.name, settings=effective_data(settings), roles=roles, login_user=h.user)
     path = ctx.dump(tmp_path / f"context-{len(list(tmp_path.glob('context-*')))}.json")

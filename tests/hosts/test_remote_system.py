@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from dlrig.hosts import write_inventory
+from dlrig.testing import write_inventory
 from tests.hosts.test_remote_ssh import run_checks
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""dlrig.hosts: golden image caching, test hosts over real SSH, inventories, teardown."""
+"""dlrig.testing.nshost: golden image caching, test hosts over real SSH, inventories, teardown."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from dlrig import hosts as H
+from dlrig.testing import image as IMAGE
+from dlrig.testing import nshost as NSHOST
+from dlrig.testing import pool as POOL
+from dlrig.testing import system as SYSTEM
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,19 +25,19 @@ REPO = Path(__file__).resolve().parents[2]
 # ------------------------------------------------------------------ golden image (no hosts)
 
 def test_recipe_hash_follows_mirror_and_recipe(monkeypatch):
-    a = H.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
-    assert a == H.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
-    assert a != H.recipe_hash("http://b.example/debian", "http://s.example/debian-security")
-    assert a != H.recipe_hash("http://a.example/debian", "http://t.example/debian-security")
-    monkeypatch.setattr(H, "PACKAGES", H.PACKAGES + ("curl",))
-    assert a != H.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
+    a = IMAGE.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
+    assert a == IMAGE.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
+    assert a != IMAGE.recipe_hash("http://b.example/debian", "http://s.example/debian-security")
+    assert a != IMAGE.recipe_hash("http://a.example/debian", "http://t.example/debian-security")
+    monkeypatch.setattr(IMAGE, "PACKAGES", IMAGE.PACKAGES + ("curl",))
+    assert a != IMAGE.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
     monkeypatch.undo()
-    monkeypatch.setattr(H, "RECIPE_VERSION", H.RECIPE_VERSION + 1)
-    assert a != H.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
+    monkeypatch.setattr(IMAGE, "RECIPE_VERSION", IMAGE.RECIPE_VERSION + 1)
+    assert a != IMAGE.recipe_hash("http://a.example/debian", "http://s.example/debian-security")
 
 
 def test_sources_list_has_all_components_updates_and_security():
-    text = H.sources_list("http://m/debian", "http://s/debian-security")
+    text = IMAGE.sources_list("http://m/debian", "http://s/debian-security")
     assert text.splitlines() == [
         "deb http://m/debian bookworm main contrib non-free non-free-firmware",
         "deb http://m/debian bookworm-updates main contrib non-free non-free-firmware",
@@ -49,40 +52,40 @@ def fake_builds(monkeypatch):
 
     def fake_build(image: Path, mirror: str, security_mirror: str) -> None:
         time.sleep(0.2)  # long enough for concurrent callers to pile up on the lock
-        H.image_key(image).write_text("key")
+        IMAGE.image_key(image).write_text("key")
         image.write_text(mirror)
         built.append((image, mirror))
 
-    monkeypatch.setattr(H, "_build_image", fake_build)
+    monkeypatch.setattr(IMAGE, "_build_image", fake_build)
     return built
 
 
 def test_golden_image_is_reused_and_rebuilt_when_recipe_changes(tmp_path, fake_builds, monkeypatch):
-    first = H.golden_image(tmp_path, mirror="http://a.example/debian")
+    first = IMAGE.golden_image(tmp_path, mirror="http://a.example/debian")
     assert first.parent == tmp_path and first.name.startswith("golden-")
     assert first.name.endswith(".tar.zst")
-    assert H.golden_image(tmp_path, mirror="http://a.example/debian") == first
+    assert IMAGE.golden_image(tmp_path, mirror="http://a.example/debian") == first
     assert len(fake_builds) == 1  # reused
 
-    other = H.golden_image(tmp_path, mirror="http://b.example/debian")
+    other = IMAGE.golden_image(tmp_path, mirror="http://b.example/debian")
     assert other != first and len(fake_builds) == 2  # other mirror -> other image
 
-    monkeypatch.setattr(H, "RECIPE_VERSION", H.RECIPE_VERSION + 1)
-    bumped = H.golden_image(tmp_path, mirror="http://a.example/debian")
+    monkeypatch.setattr(IMAGE, "RECIPE_VERSION", IMAGE.RECIPE_VERSION + 1)
+    bumped = IMAGE.golden_image(tmp_path, mirror="http://a.example/debian")
     assert bumped not in (first, other) and len(fake_builds) == 3  # recipe changed -> rebuilt
 
 
 def test_golden_image_default_cache_and_mirror_from_env(tmp_path, fake_builds, monkeypatch):
     monkeypatch.setenv("DLRIG_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("DLRIG_DEBIAN_MIRROR", "http://mirror.example/debian")
-    image = H.golden_image()
+    image = IMAGE.golden_image()
     assert image.parent == tmp_path / "c"
     assert fake_builds == [(image, "http://mirror.example/debian")]
 
 
 def test_concurrent_callers_build_once(tmp_path, fake_builds):
     results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(H.golden_image(tmp_path)))
+    threads = [threading.Thread(target=lambda: results.append(IMAGE.golden_image(tmp_path)))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -93,30 +96,30 @@ def test_concurrent_callers_build_once(tmp_path, fake_builds):
 
 
 def test_prune_cache_keeps_current_image(tmp_path, fake_builds):
-    old = H.golden_image(tmp_path, mirror="http://old.example/debian")
-    (H._lower_dir(old) / "etc").mkdir(parents=True)
-    new = H.golden_image(tmp_path, mirror="http://new.example/debian")
-    removed = H.prune_cache(tmp_path, keep=[new])
-    assert set(removed) == {old, H.image_key(old), H._lower_dir(old)}
-    assert new.exists() and H.image_key(new).exists()
+    old = IMAGE.golden_image(tmp_path, mirror="http://old.example/debian")
+    (IMAGE._lower_dir(old) / "etc").mkdir(parents=True)
+    new = IMAGE.golden_image(tmp_path, mirror="http://new.example/debian")
+    removed = IMAGE.prune_cache(tmp_path, keep=[new])
+    assert set(removed) == {old, IMAGE.image_key(old), IMAGE._lower_dir(old)}
+    assert new.exists() and IMAGE.image_key(new).exists()
 
 
 def test_missing_tool_error_names_the_package(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(H, "_CLEAN_PATH", "/nonexistent")
-    with pytest.raises(H.HostError, match="debootstrap not found: apt-get install debootstrap"):
-        H._require_tools("debootstrap")
+    monkeypatch.setattr(SYSTEM, "_CLEAN_PATH", "/nonexistent")
+    with pytest.raises(SYSTEM.HostError, match="debootstrap not found: apt-get install debootstrap"):
+        SYSTEM._require_tools("debootstrap")
 
 
 # ------------------------------------------------------------------ inventory, addresses
 
-def _fake_host(name: str, address: str, tmp_path: Path) -> H.TestHost:
-    return H.TestHost(name=name, address=address, key_path=tmp_path / "k", root=tmp_path / name)
+def _fake_host(name: str, address: str, tmp_path: Path) -> NSHOST.TestHost:
+    return NSHOST.TestHost(name=name, address=address, key_path=tmp_path / "k", root=tmp_path / name)
 
 
 def test_write_inventory_is_plain_python_with_merged_data(tmp_path):
     hosts = [_fake_host("h1", "127.0.9.1", tmp_path), _fake_host("h2", "127.0.9.2", tmp_path)]
-    path = H.write_inventory(hosts, tmp_path / "inv" / "inventory.py",
+    path = POOL.write_inventory(hosts, tmp_path / "inv" / "inventory.py",
                              data={"jupyter_port": 8888},
                              host_data={"h2": {"jupyter_port": 9999, "gpu": None}})
     ns: dict = {}
@@ -133,21 +136,21 @@ def test_write_inventory_is_plain_python_with_merged_data(tmp_path):
 
 @pytest.mark.hosts
 def test_address_reservation_is_exclusive_and_released(tmp_path):
-    address, lock = H._reserve_address(H.SSH_PORT)
+    address, lock = NSHOST._reserve_address(NSHOST.SSH_PORT)
     try:
         assert address.startswith("127.0.") and address not in ("127.0.0.1",)
         assert all(1 <= int(x) <= 254 for x in address.split(".")[2:])
-        assert not H._FileLock(H._addr_lock_path(address)).acquire(blocking=False)
+        assert not SYSTEM._FileLock(NSHOST._addr_lock_path(address)).acquire(blocking=False)
     finally:
         lock.release(unlink=True)
-    assert not H._addr_lock_path(address).exists()
-    again = H._FileLock(H._addr_lock_path(address))
+    assert not NSHOST._addr_lock_path(address).exists()
+    again = SYSTEM._FileLock(NSHOST._addr_lock_path(address))
     assert again.acquire(blocking=False)
     again.release(unlink=True)
 
 
 def test_bad_names_are_refused(tmp_path):
-    pool = H.HostPool.__new__(H.HostPool)  # no image needed to validate names
+    pool = POOL.HostPool.__new__(POOL.HostPool)  # no image needed to validate names
     pool.hosts, pool.workdir = [], tmp_path
     with pytest.raises(ValueError, match="bad host name"):
         pool.start_many(1, ["Bad_Name"])
@@ -160,9 +163,9 @@ def test_bad_names_are_refused(tmp_path):
 @pytest.mark.hosts
 def test_golden_image_is_cached(golden_image):
     mtime = golden_image.stat().st_mtime
-    assert H.golden_image() == golden_image
+    assert IMAGE.golden_image() == golden_image
     assert golden_image.stat().st_mtime == mtime
-    key = H.image_key(golden_image)
+    key = IMAGE.image_key(golden_image)
     assert key.stat().st_mode & 0o777 == 0o600
 
 
@@ -230,10 +233,10 @@ def test_root_is_the_hosts_filesystem(make_hosts, golden_image):
     (h.root / "tmp/from-outside").write_text("hi")
     assert h.ssh("cat /tmp/from-outside").stdout == "hi"
     if h._overlay:  # the shared extracted image is never written to, and counts as in use
-        assert not (H._lower_dir(golden_image) / "tmp/probe").exists()
-        assert str(H._lower_dir(golden_image)) in H._overlay_lowers()
-        assert H._remove_cached([H._lower_dir(golden_image)]) == []  # kept: in use
-        assert H._lower_dir(golden_image).is_dir()
+        assert not (IMAGE._lower_dir(golden_image) / "tmp/probe").exists()
+        assert str(IMAGE._lower_dir(golden_image)) in IMAGE._overlay_lowers()
+        assert IMAGE._remove_cached([IMAGE._lower_dir(golden_image)]) == []  # kept: in use
+        assert IMAGE._lower_dir(golden_image).is_dir()
 
 
 @pytest.mark.hosts
@@ -249,7 +252,7 @@ def test_testinfra_talks_to_host(make_hosts):
 @pytest.mark.hosts
 def test_pyinfra_reaches_hosts_through_written_inventory(make_hosts, tmp_path):
     hosts = make_hosts(2)
-    inv = H.write_inventory(hosts, tmp_path / "inventory.py")
+    inv = POOL.write_inventory(hosts, tmp_path / "inventory.py")
     res = subprocess.run(
         [sys.executable, "-m", "pyinfra", "-y", str(inv), "exec", "--", "hostname"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
@@ -293,7 +296,7 @@ def _listening(address: str, port: int = 22) -> bool:
 @pytest.mark.hosts
 def test_stop_leaves_nothing_behind(golden_image, tmp_path):
     workdir = tmp_path / "w"
-    with H.test_hosts(2, workdir, golden_image, names=["alpha", "beta"]) as hosts:
+    with POOL.test_hosts(2, workdir, golden_image, names=["alpha", "beta"]) as hosts:
         seen = []
         for h in hosts:
             assert h.running and _listening(h.address)
@@ -305,22 +308,22 @@ def test_stop_leaves_nothing_behind(golden_image, tmp_path):
         assert not Path(f"/proc/{h.sshd_pid}").exists(), "sshd still there (or a zombie)"
         assert _mnt_ns_holders(ns) == [], "a process still holds the host's mount namespace"
         assert not _listening(h.address)
-        assert H._port_free(h.address, 22)
-        assert not H._state_path(h.address).exists()
-        assert not H._addr_lock_path(h.address).exists()
+        assert NSHOST._port_free(h.address, 22)
+        assert not NSHOST._state_path(h.address).exists()
+        assert not NSHOST._addr_lock_path(h.address).exists()
         assert not h.hostdir.exists()
         h.stop()  # idempotent
-    assert H.mounts_under(workdir) == []
+    assert SYSTEM.mounts_under(workdir) == []
     assert str(workdir) not in Path("/proc/self/mountinfo").read_text()
 
 
 @pytest.mark.hosts
 def test_start_failure_reports_sshd_log_and_cleans_up(golden_image, tmp_path):
     workdir = tmp_path / "w"
-    with H.HostPool(workdir, golden_image) as pool:
-        with pytest.raises(H.HostError, match=r"(?s)sshd exited.*sshd log"):
+    with POOL.HostPool(workdir, golden_image) as pool:
+        with pytest.raises(SYSTEM.HostError, match=r"(?s)sshd exited.*sshd log"):
             # a broken sshd config makes sshd exit at once
-            orig = H.HostPool._personalize
+            orig = POOL.HostPool._personalize
 
             def personalize(self, host):
                 orig(self, host)
@@ -328,7 +331,7 @@ def test_start_failure_reports_sshd_log_and_cleans_up(golden_image, tmp_path):
 
             pool._personalize = personalize.__get__(pool)
             pool.start_many(1, ["broken"])
-    assert H.mounts_under(workdir) == []
+    assert SYSTEM.mounts_under(workdir) == []
     assert not (workdir / "broken").exists()
 
 
@@ -338,8 +341,8 @@ def test_cleanup_stale_removes_hosts_of_a_crashed_run(golden_image, tmp_path):
     script = textwrap.dedent(f"""
         import json, os, signal, sys
         from pathlib import Path
-        from dlrig import hosts as H
-        pool = H.HostPool(Path({str(workdir)!r}), Path({str(golden_image)!r}))
+        from dlrig.testing import 
+        pool = POOL.HostPool(Path({str(workdir)!r}), Path({str(golden_image)!r}))
         (h,) = pool.start_many(1, ["crashy"])
         print(json.dumps({{"address": h.address, "sshd": h.sshd_pid, "overlay": h._overlay}}),
               flush=True)
@@ -350,10 +353,10 @@ def test_cleanup_stale_removes_hosts_of_a_crashed_run(golden_image, tmp_path):
     assert res.returncode == -9, res.stderr
     info = json.loads(res.stdout.splitlines()[-1])
     if info["overlay"]:
-        assert H.mounts_under(workdir), "the crashed run should have left its overlay mounted"
-    H.cleanup_stale()  # (another concurrent pytest may have done it already: same result)
-    assert H.mounts_under(workdir) == []
+        assert SYSTEM.mounts_under(workdir), "the crashed run should have left its overlay mounted"
+    POOL.cleanup_stale()  # (another concurrent pytest may have done it already: same result)
+    assert SYSTEM.mounts_under(workdir) == []
     assert not (workdir / "crashy").exists()
-    assert not H._state_path(info["address"]).exists()
-    assert not H._addr_lock_path(info["address"]).exists()
-    assert H._proc_starttime(info["sshd"]) is None and not _listening(info["address"])
+    assert not NSHOST._state_path(info["address"]).exists()
+    assert not NSHOST._addr_lock_path(info["address"]).exists()
+    assert SYSTEM._proc_starttime(info["sshd"]) is None and not _listening(info["address"])

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dlrig import hosts as H
+from dlrig.testing import image as IMAGE
+from dlrig.testing import pool as POOL
 
 # Small base package list: the base role's full essentials (build-essential...) cost minutes
 # and prove nothing here; pciutils gives the GPU hints their lspci evidence.
@@ -38,7 +39,7 @@ def _results(proc: subprocess.CompletedProcess) -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def torch_wheelhouse() -> Path:
     """torch 2.13 CPU and its dependencies as wheels (downloaded once, cached)."""
-    house = H.default_cache_dir() / "wheelhouse-torch-cpu"
+    house = IMAGE.default_cache_dir() / "wheelhouse-torch-cpu"
     if not list(house.glob("torch-2.13.0*.whl")):
         house.mkdir(parents=True, exist_ok=True)
         res = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "torch==2.13.0", "-d", str(house),
@@ -55,9 +56,9 @@ def gpu_less_host(golden_image, tmp_path_factory):
     """One Debian 12 host for this module (apply + apt cost ~1 min): `dlrig apply --roles base`,
     then the real nvidia-smi package (and python3-venv for the torch env)."""
     workdir = tmp_path_factory.mktemp("verify-hosts")
-    with H.HostPool(workdir / "pool", golden_image) as pool:
+    with POOL.HostPool(workdir / "pool", golden_image) as pool:
         (h,) = pool.start_many(1, ["nogpu"])
-        inv = H.write_inventory([h], workdir / "inventory.py", data=BASE_DATA)
+        inv = POOL.write_inventory([h], workdir / "inventory.py", data=BASE_DATA)
         t0 = time.monotonic()
         res = _dlrig("apply", str(inv), "--roles", "base", "--yes", "--json", cwd=workdir)
         assert res.returncode == 0, res.stdout + res.stderr

@@ -7,7 +7,6 @@ Debian paths also run on real test hosts (tests/hosts/test_gpu_stack_hosts.py).
 from __future__ import annotations
 
 import pytest
-from pyinfra.api.exceptions import PyinfraError
 
 from tests.plans.harness import commands, fake_host, plan
 

@@ -1,6 +1,6 @@
 """Plans of roles conda, pytorch and jupyter on @fake hosts (FAKES: canned facts, see harness.py).
 
-The torch build comes from the real resolver (dlrig.resolver) reading the canned lspci (an RTX
+The torch build comes from the real resolver (dlrig.gpu.resolver) reading the canned lspci (an RTX
 2070 Super) or cpu_only; what is proven here is which commands dlrig would run, not that they work
 (tests/hosts/test_ml_hosts.py runs them on Debian 12 hosts).
 """
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from dlrig import mlstack
+from dlrig.engine import pyenv
 from tests.plans.harness import commands, fake_host, plan
 
 ROLES = ["conda", "pytorch", "jupyter"]
@@ -109,11 +109,11 @@ def test_python_version_mismatch_is_refused():
 def test_jupyter_started_and_restartable_only_where_systemd_runs():
     booted = ops_of("debian-12", facts={"/run/systemd/system": ["yes"]}, cpu_only=True)
     text = commands(booted, "jupyter")
-    assert f"systemctl start {mlstack.JUPYTER_UNIT}" in text
-    assert f"systemctl enable {mlstack.JUPYTER_UNIT}" in text
+    assert f"systemctl start {pyenv.JUPYTER_UNIT}" in text
+    assert f"systemctl enable {pyenv.JUPYTER_UNIT}" in text
     chroot = ops_of("debian-12", cpu_only=True)
     assert "systemctl start" not in commands(chroot, "jupyter")
-    assert f"systemctl enable {mlstack.JUPYTER_UNIT}" in commands(chroot, "jupyter")
+    assert f"systemctl enable {pyenv.JUPYTER_UNIT}" in commands(chroot, "jupyter")
     cfg = next(c for o in chroot for c in o["commands"] if c.startswith("UPLOAD /home/alice/.jupyter/"))
     assert f'hashed_password = "{HASH}"' in cfg and 'c.ServerApp.ip = "127.0.0.1"' in cfg
 

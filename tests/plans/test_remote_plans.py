@@ -11,9 +11,9 @@ import json
 import re
 
 import pytest
+from dlrig.roles import ssh as ssh_role
 from pyinfra.api import DeployError
 
-from dlrig.roles import ssh as ssh_role
 from tests.plans.harness import FACTS, commands, fake_host, plan
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbAt1BWk7wJpS5m0N7Yz3r1Q6ZV2UGmJX1Fz2o1p3kl me@laptop"

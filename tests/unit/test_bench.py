@@ -1,4 +1,4 @@
-"""dlrig.bench: the arithmetic, peaks from the GPU table, the table and chart, and real CPU runs
+"""dlrig.verify.bench: the arithmetic, peaks from the GPU table, the table and chart, and real CPU runs
 (torch 2.13 CPU). GPU-shaped reports below carry made-up numbers (fakes) to test the reporting."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from dlrig import bench as B
+from dlrig.verify import bench as B
+from dlrig.verify import benchreport as BR
 
 
 def test_arithmetic():
@@ -51,11 +52,11 @@ def _fake_gpu_report():
 
 
 def test_peaks_from_the_gpu_table():
-    pytest.importorskip("dlrig.gpus")
-    report = B.add_peaks(_fake_gpu_report())
+    pytest.importorskip("dlrig.gpu.table")
+    report = BR.add_peaks(_fake_gpu_report())
     assert report["peak_source"].startswith("dlrig GPU table: ")
     rows = {r["name"]: r for r in report["results"]}
-    from dlrig import gpus
+    from dlrig.gpu import table as gpus
 
     card = gpus.lookup("10de:1e84")
     assert rows["matmul fp32"]["peak"] == card.fp32_tflops
@@ -66,8 +67,8 @@ def test_peaks_from_the_gpu_table():
 
 
 def test_peaks_given_explicitly_and_table():
-    report = B.add_peaks(_fake_gpu_report(), {"fp32_tflops": 10.0, "fp16_tflops": 40.0, "mem_bandwidth_gbs": 500.0})
-    table = B.format_table(report)
+    report = BR.add_peaks(_fake_gpu_report(), {"fp32_tflops": 10.0, "fp16_tflops": 40.0, "mem_bandwidth_gbs": 500.0})
+    table = BR.format_table(report)
     assert "matmul fp32                   7.00 TFLOPS  10.0 TFLOPS      70%" in table
     assert "memory copy (device)             400 GB/s     500 GB/s      80%" in table
     assert "matmul tf32                       skipped" in table and "< 8.0" in table
@@ -76,7 +77,7 @@ def test_peaks_given_explicitly_and_table():
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    path = B.plot(B.add_peaks(_fake_gpu_report(), {"fp32_tflops": 10.0}), str(tmp_path / "c.png"))
+    path = BR.plot(BR.add_peaks(_fake_gpu_report(), {"fp32_tflops": 10.0}), str(tmp_path / "c.png"))
     data = open(path, "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
@@ -92,7 +93,7 @@ def tiny_cpu(monkeypatch):
 
 
 def test_cpu_run_measures_everything_it_can(tiny_cpu):
-    report = B.add_peaks(B.run_measurements("cpu"))
+    report = BR.add_peaks(B.run_measurements("cpu"))
     rows = {r["name"]: r for r in report["results"]}
     assert report["device"] == "cpu" and report["torch"].startswith("2.")
     for name in ("matmul fp32", "matmul fp16", "matmul bf16", "memory copy (device)", "convnet step fp32",

@@ -1,4 +1,4 @@
-"""dlrig.gpus: the GPU table, lookups by id and name, lspci parsing, pci.ids fallback."""
+"""dlrig.gpu.table: the GPU table, lookups by id and name, lspci parsing, pci.ids fallback."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from importlib import resources
 
 import pytest
 
-from dlrig.gpus import ARCHES, UnknownGpu, cc_of_chip, lookup, parse_lspci, pci_ids_name, table
+from dlrig.gpu.table import (
+    ARCHES,
+    UnknownGpu,
+    cc_of_chip,
+    lookup,
+    parse_lspci,
+    pci_ids_name,
+    table,
+)
 
 LSPCI_2070S = "0a:00.0 VGA compatible controller [0300]: NVIDIA Corporation TU104 [GeForce RTX 2070 SUPER] [10de:1e84] (rev a1)"
 
@@ -56,7 +64,7 @@ def test_precision_flags_follow_the_facts():
 
 
 def test_every_row_is_complete_and_consistent():
-    raw = json.loads(resources.files("dlrig.data").joinpath("gpus.json").read_text())
+    raw = json.loads(resources.files("dlrig.gpu.data").joinpath("gpus.json").read_text())
     assert raw["_sources"]
     for pci_id, g in table().items():
         assert g.arch in ARCHES

@@ -1,4 +1,4 @@
-"""dlrig.hints: evidence parsing and failure -> what to do. Evidence texts are canned (fakes of a
+"""dlrig.verify.hints: evidence parsing and failure -> what to do. Evidence texts are canned (fakes of a
 host's command output, shaped like the real EVIDENCE_SCRIPT's), except where the script runs here."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from dlrig import hints
-from dlrig.hints import Evidence, nvidia_smi_hint, parse_evidence
+from dlrig.verify import hints
+from dlrig.verify.hints import Evidence, nvidia_smi_hint, parse_evidence
 
 SMI_9 = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the "
          "latest NVIDIA driver is installed and running.\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrig.settings import BEGIN_MARK, END_MARK, commented_defaults
+from dlrig.engine.settings import BEGIN_MARK, END_MARK, commented_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,13 +13,14 @@ import click
 import jinja2
 import pytest
 from click.testing import CliRunner
-
-from dlrig import mlstack
-from dlrig.preflight import effective_data
 from dlrig.roles import TEMPLATES
 from dlrig.roles import conda as conda_role
 from dlrig.roles import jupyter as jupyter_role
-from dlrig.settings import validate_host_data
+
+from dlrig.cli import common
+from dlrig.engine import passwords, pyenv
+from dlrig.engine.preflight import effective_data
+from dlrig.engine.settings import validate_host_data
 from tests.fixtures.miniforge_standin import build_installer
 
 PASSWORD = "s3cret pass"
@@ -64,12 +65,12 @@ def test_good_settings_pass():
     assert validate_host_data("rig", {
         "conda_prefix": "/opt/conda", "extra_packages": ["pandas>=2.2", "timm"],
         "pip_find_links": ["http://127.0.0.1:8000/wheels/", "/srv/wheels"], "torch_version": "2.14",
-        "jupyter_password_hash": mlstack.hash_password(PASSWORD), "jupyter_ip": "0.0.0.0",
+        "jupyter_password_hash": passwords.hash_password(PASSWORD), "jupyter_ip": "0.0.0.0",
     }) == []
 
 
 def test_installed_hash_is_read_back_from_the_config():
-    h = mlstack.hash_password(PASSWORD)
+    h = passwords.hash_password(PASSWORD)
     text = render("jupyter_server_config.py.j2", ip="127.0.0.1", port=8888, root_dir="/home/a", password_hash=h)
     lines = [line for line in text.splitlines() if "hashed_password" in line]
     assert jupyter_role.installed_hash(lines) == h
@@ -84,7 +85,7 @@ def test_condarc_is_conda_forge_only_and_trusts_the_system_store_with_extra_cas(
     plain = yaml.safe_load(render("condarc.j2", channels=["conda-forge"], ssl_verify=None))
     assert plain == {"channels": ["conda-forge"], "channel_priority": "strict",
                      "auto_activate_base": False, "show_channel_urls": True}
-    proxied = yaml.safe_load(render("condarc.j2", channels=["conda-forge"], ssl_verify=mlstack.SYSTEM_CA_BUNDLE))
+    proxied = yaml.safe_load(render("condarc.j2", channels=["conda-forge"], ssl_verify=pyenv.SYSTEM_CA_BUNDLE))
     assert proxied["ssl_verify"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -96,7 +97,7 @@ def test_environment_yml():
 
 
 def test_jupyter_server_config_is_python_with_the_hash_and_no_token():
-    h = mlstack.hash_password(PASSWORD)
+    h = passwords.hash_password(PASSWORD)
     text = render("jupyter_server_config.py.j2", ip="127.0.0.1", port=8890, root_dir="/data/o'brien", password_hash=h)
     assert PASSWORD not in text
 
@@ -109,7 +110,7 @@ def test_jupyter_server_config_is_python_with_the_hash_and_no_token():
     assert c.ServerApp.ip == "127.0.0.1" and c.ServerApp.port == 8890 and c.ServerApp.port_retries == 0
     assert c.ServerApp.root_dir == "/data/o'brien" and c.ServerApp.open_browser is False
     assert c.PasswordIdentityProvider.hashed_password == h and c.IdentityProvider.token == ""
-    assert mlstack.verify_password(c.PasswordIdentityProvider.hashed_password, PASSWORD)
+    assert passwords.verify_password(c.PasswordIdentityProvider.hashed_password, PASSWORD)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing: apt-get install systemd")
@@ -118,7 +119,7 @@ def test_jupyter_unit_passes_systemd_analyze_verify_and_a_broken_one_fails(tmp_p
     jupyter = tmp_path / "env/bin/jupyter"
     jupyter.write_text("#!/bin/sh\n")
     jupyter.chmod(0o755)
-    unit = tmp_path / mlstack.JUPYTER_UNIT
+    unit = tmp_path / pyenv.JUPYTER_UNIT
     kw = dict(unit_user="root", env_name="dl", env_prefix=str(tmp_path / "env"), root_dir=str(tmp_path),
               config_path=str(tmp_path / "cfg.py"))
     unit.write_text(render("jupyter.service.j2", **kw))
@@ -133,13 +134,13 @@ def test_jupyter_unit_passes_systemd_analyze_verify_and_a_broken_one_fails(tmp_p
 # ------------------------------------------------------------------ torch source and pins
 
 def test_torchvision_pairs_and_pins():
-    assert mlstack.torchvision_spec("2.14.1") == "torchvision==0.29.*"
-    assert mlstack.torchvision_spec("2.7") == "torchvision==0.22.*"
-    assert mlstack.torchvision_spec(None) == "torchvision"
-    assert mlstack.torch_requirement("2.14.1") == "torch==2.14.1"
-    assert mlstack.torch_requirement("2.14") == "torch==2.14.*"
-    assert mlstack.version_matches("2.14", "2.14.1+cu130") and mlstack.version_matches("2.14.1", "2.14.1+cpu")
-    assert not mlstack.version_matches("2.14.1", "2.14.10") and not mlstack.version_matches("2.13", "2.14.1")
+    assert pyenv.torchvision_spec("2.14.1") == "torchvision==0.29.*"
+    assert pyenv.torchvision_spec("2.7") == "torchvision==0.22.*"
+    assert pyenv.torchvision_spec(None) == "torchvision"
+    assert pyenv.torch_requirement("2.14.1") == "torch==2.14.1"
+    assert pyenv.torch_requirement("2.14") == "torch==2.14.*"
+    assert pyenv.version_matches("2.14", "2.14.1+cu130") and pyenv.version_matches("2.14.1", "2.14.1+cpu")
+    assert not pyenv.version_matches("2.14.1", "2.14.10") and not pyenv.version_matches("2.13", "2.14.1")
 
 
 def _resolution(variant: str, version: str = "2.14"):
@@ -148,54 +149,54 @@ def _resolution(variant: str, version: str = "2.14"):
 
 
 def test_torch_source_from_resolver_and_overrides():
-    src = mlstack.torch_source({}, _resolution("cu128"))
+    src = pyenv.torch_source({}, _resolution("cu128"))
     assert (src.index_url, src.version, src.gpu) == ("https://download.pytorch.org/whl/cu128", "2.14", True)
     assert src.pip_args() == ["--index-url", "https://download.pytorch.org/whl/cu128"]
-    mirror = mlstack.torch_source({"pip_index_url": "http://mirror/whl/cu128/", "torch_version": "2.14.1",
+    mirror = pyenv.torch_source({"pip_index_url": "http://mirror/whl/cu128/", "torch_version": "2.14.1",
                                    "pip_find_links": ["/srv/wheels"]}, _resolution("cu128"))
     assert mirror.pip_args() == ["--index-url", "http://mirror/whl/cu128", "--find-links", "/srv/wheels"]
     assert mirror.requirements() == ["torch==2.14.1", "torchvision==0.29.*"]
-    assert mlstack.torch_source({"cpu_only": True}, None).index_url == "https://download.pytorch.org/whl/cpu"
+    assert pyenv.torch_source({"cpu_only": True}, None).index_url == "https://download.pytorch.org/whl/cpu"
 
 
 def test_torch_needs_install_never_keeps_a_cpu_build_on_a_gpu_host():
-    gpu = mlstack.torch_source({"torch_version": "2.14.1"}, _resolution("cu130"))
-    cpu = mlstack.torch_source({"torch_version": "2.14.1", "cpu_only": True}, _resolution("cpu"))
+    gpu = pyenv.torch_source({"torch_version": "2.14.1"}, _resolution("cu130"))
+    cpu = pyenv.torch_source({"torch_version": "2.14.1", "cpu_only": True}, _resolution("cpu"))
     env = {"dists": {"torch": "2.14.1+cu130", "torchvision": "0.29.1"}, "torch_cuda": "13.0"}
-    assert mlstack.torch_needs_install(gpu, env) is None
-    assert mlstack.torch_needs_install(gpu, None) == "torch is not installed"
+    assert pyenv.torch_needs_install(gpu, env) is None
+    assert pyenv.torch_needs_install(gpu, None) == "torch is not installed"
     cpu_build = {"dists": {"torch": "2.14.1+cpu", "torchvision": "0.29.1"}, "torch_cuda": None}
-    assert "CPU build" in mlstack.torch_needs_install(gpu, cpu_build)
-    assert mlstack.torch_needs_install(cpu, cpu_build) is None
+    assert "CPU build" in pyenv.torch_needs_install(gpu, cpu_build)
+    assert pyenv.torch_needs_install(cpu, cpu_build) is None
     old = {"dists": {"torch": "2.13.0", "torchvision": "0.28.0"}, "torch_cuda": "13.0"}
-    assert mlstack.torch_needs_install(gpu, old) == "torch 2.13.0 installed, torch_version is 2.14.1"
-    cmd = mlstack.torch_install_command("/e/bin/python", gpu, force_reinstall=True)
+    assert pyenv.torch_needs_install(gpu, old) == "torch 2.13.0 installed, torch_version is 2.14.1"
+    cmd = pyenv.torch_install_command("/e/bin/python", gpu, force_reinstall=True)
     assert "--force-reinstall --index-url https://download.pytorch.org/whl/cu130" in cmd
     assert "torch.version.cuda" in cmd  # a CPU build on a GPU host fails the step
-    assert "torch.version.cuda" not in mlstack.torch_install_command("/e/bin/python", cpu)
+    assert "torch.version.cuda" not in pyenv.torch_install_command("/e/bin/python", cpu)
 
 
 def test_unsatisfied_requirements():
     have = {"fastai": "2.8.12", "pandas": "2.1.0", "ipykernel": "7.4.0"}
-    assert mlstack.unsatisfied(["fastai", "ipykernel", "Pandas>=2.2", "timm"], have) == ["Pandas>=2.2", "timm"]
+    assert pyenv.unsatisfied(["fastai", "ipykernel", "Pandas>=2.2", "timm"], have) == ["Pandas>=2.2", "timm"]
 
 
 # ------------------------------------------------------------------ password and apply option
 
 def test_hash_is_jupyter_compatible_and_sha512_fallback_verifies():
-    h = mlstack.hash_password(PASSWORD)
-    assert h.startswith("argon2:$argon2id$") and mlstack.check_password_hash(h) is None
-    assert mlstack.verify_password(h, PASSWORD) and not mlstack.verify_password(h, "nope")
+    h = passwords.hash_password(PASSWORD)
+    assert h.startswith("argon2:$argon2id$") and passwords.check_password_hash(h) is None
+    assert passwords.verify_password(h, PASSWORD) and not passwords.verify_password(h, "nope")
     salt = "00ff00ff00ff"
     fallback = f"sha512:{salt}:" + hashlib.sha512(PASSWORD.encode() + salt.encode()).hexdigest()
-    assert mlstack.check_password_hash(fallback) is None and mlstack.verify_password(fallback, PASSWORD)
+    assert passwords.check_password_hash(fallback) is None and passwords.verify_password(fallback, PASSWORD)
 
 
 def test_password_prompt_option_passes_only_the_hash():
     seen = {}
 
     @click.command()
-    @mlstack.jupyter_password_option
+    @common.jupyter_password_option
     @click.option("--data", "data", multiple=True)
     def apply(data):
         seen["data"] = data
@@ -204,7 +205,7 @@ def test_password_prompt_option_passes_only_the_hash():
     assert r.exit_code == 0, r.output
     assert seen["data"][0] == "x=1"
     key, _, value = seen["data"][1].partition("=")
-    assert key == "jupyter_password_hash" and mlstack.verify_password(value, PASSWORD)
+    assert key == "jupyter_password_hash" and passwords.verify_password(value, PASSWORD)
     assert PASSWORD not in r.output
     r = CliRunner().invoke(apply, [])
     assert r.exit_code == 0 and seen["data"] == ()
@@ -213,10 +214,10 @@ def test_password_prompt_option_passes_only_the_hash():
 # ------------------------------------------------------------------ tunnel hint
 
 def test_tunnel_hint_line_and_ssh_config_stanza():
-    text = mlstack.tunnel_hint("rig", {"ssh_user": "alice", "jupyter_port": 8890, "jupyter_ip": "127.0.0.1"})
+    text = jupyter_role.tunnel_hint("rig", {"ssh_user": "alice", "jupyter_port": 8890, "jupyter_ip": "127.0.0.1"})
     assert "  ssh -N -L 8890:localhost:8890 alice@rig" in text.splitlines()
     assert "Host rig-jupyter" in text and "    LocalForward 8890 localhost:8890" in text
-    other = mlstack.tunnel_hint("rig", {"ssh_user": "bob", "ssh_hostname": "10.0.0.5", "ssh_port": 2222,
+    other = jupyter_role.tunnel_hint("rig", {"ssh_user": "bob", "ssh_hostname": "10.0.0.5", "ssh_port": 2222,
                                         "jupyter_port": 8888, "jupyter_ip": "10.0.0.5"})
     assert "ssh -N -L 8888:10.0.0.5:8888 -p 2222 bob@10.0.0.5" in other and "    Port 2222" in other
 

@@ -43,10 +43,10 @@ def test_wheel_carries_everything_under_the_dlrig_namespace(wheel):
         assert f"dlrig/deploys/{path.name}" in names
     for path in ROOT.joinpath("templates").glob("*.j2"):
         assert f"dlrig/templates/{path.name}" in names
-    for path in ROOT.joinpath("dlrig", "checks").glob("*.py"):
-        assert f"dlrig/checks/{path.name}" in names
-    for path in ROOT.joinpath("dlrig", "data").glob("*.json"):
-        assert f"dlrig/data/{path.name}" in names
+    for path in ROOT.joinpath("dlrig", "verify", "checks").glob("*.py"):
+        assert f"dlrig/verify/checks/{path.name}" in names
+    for path in ROOT.joinpath("dlrig", "gpu", "data").glob("*.json"):
+        assert f"dlrig/gpu/data/{path.name}" in names
 
 
 def test_installed_wheel_runs_from_a_fresh_venv(wheel, tmp_path):

@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from dlrig.roles import dualboot, firewall, ssh, unattended_upgrades
-from dlrig.settings import validate_host_data
+
+from dlrig.engine.settings import validate_host_data
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbAt1BWk7wJpS5m0N7Yz3r1Q6ZV2UGmJX1Fz2o1p3kl me@laptop"
 needs_sshd = pytest.mark.skipif(shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(),
@@ -240,7 +240,6 @@ def test_unattended_conf_parses_with_apt_config(tmp_path):
     if shutil.which("apt-config") is None:
         pytest.skip("apt-config missing")
     import jinja2
-
     from dlrig.roles import template
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)

@@ -1,4 +1,4 @@
-"""dlrig.resolver over a table of cases (answers and refusals) and `dlrig resolve` end to end."""
+"""dlrig.gpu.resolver over a table of cases (answers and refusals) and `dlrig resolve` end to end."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from dlrig.gpus import lookup
-from dlrig.resolve_cmd import driver_changed_hosts, resolve as resolve_cli
-from dlrig.resolver import CUDA_MIN_DRIVER, TORCH, ResolveError, resolve
+from dlrig.cli.resolve import resolve as resolve_cli
+from dlrig.cli.run import driver_changed_hosts
+from dlrig.gpu.resolver import CUDA_MIN_DRIVER, TORCH, ResolveError, resolve
+from dlrig.gpu.table import lookup
 
 
 def R(gpus, os="ubuntu-22.04", **kw):
@@ -93,8 +94,8 @@ def test_cpu_only():
 def test_every_answer_satisfies_the_tables():
     """Property over all cards x OSes: the driver serves the toolkit at GA level and torch's CUDA
     family, and the wheel carries every card's architecture."""
-    from dlrig.gpus import table
-    from dlrig.resolver import CUDA_FAMILY_FLOOR, torch_arches
+    from dlrig.gpu.resolver import CUDA_FAMILY_FLOOR, torch_arches
+    from dlrig.gpu.table import table
 
     for g in table().values():
         for os in ("ubuntu-22.04", "ubuntu-24.04", "debian-12"):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from dlrig.runner import RunResult, parse_progress, pyinfra_command, run_pyinfra
+from dlrig.engine.runner import RunResult, parse_progress, pyinfra_command, run_pyinfra
 
 DEPLOY = textwrap.dedent("""\
     from pyinfra import host

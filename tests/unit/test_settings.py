@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrig.settings import Setting, registry, validate_host_data
+from dlrig.engine.settings import Setting, registry, validate_host_data
 
 
 def test_every_setting_has_help_and_a_valid_default():
@@ -64,7 +64,7 @@ def test_extra_ca_certificates_must_exist_and_be_pem(tmp_path):
 
 def test_setting_kinds_and_bounds():
     s = Setting("p", 22, "port", "a port", role="t")
-    from dlrig.settings import _check_value
+    from dlrig.engine.settings import _check_value
 
     assert _check_value(s, 22) is None
     assert _check_value(s, 0) == "0"

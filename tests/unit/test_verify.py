@@ -1,4 +1,4 @@
-"""dlrig.verify: result parsing, role selection, targets, table/JSON/JUnit, and the real runner
+"""dlrig.verify.runner: result parsing, role selection, targets, table/JSON/JUnit, and the real runner
 (pytest + testinfra local://, our plugin) on this machine."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from dlrig import verify as V
-from dlrig.preflight import effective_data
+from dlrig.engine.preflight import effective_data
+from dlrig.verify import report as R
+from dlrig.verify import runner as V
 
 # ------------------------------------------------------------------------------- parsing
 
@@ -52,16 +53,16 @@ def test_parse_results_splits_reason_and_hint():
 
 def test_summary_and_exit_semantics():
     rs = V.parse_results("rig", PLUGIN_LINES)
-    s = V.summary(rs)
+    s = R.summary(rs)
     assert s["ok"] is False and s["hosts"]["rig"] == {"passed": 1, "failed": 2, "skipped": 1, "error": 1, "ok": False}
     only_skips_and_passes = [r for r in rs if r.result in ("passed", "skipped")]
-    assert V.summary(only_skips_and_passes)["ok"] is True
-    assert V.summary([])["ok"] is False  # nothing ran is not a pass
+    assert R.summary(only_skips_and_passes)["ok"] is True
+    assert R.summary([])["ok"] is False  # nothing ran is not a pass
 
 
 def test_table_shows_check_host_result_hint_and_reason():
     rs = V.parse_results("rig", PLUGIN_LINES)
-    table = V.format_table(rs)
+    table = R.format_table(rs)
     lines = table.splitlines()
     assert lines[0].split() == ["check", "host", "result", "hint"]
     row = next(line for line in lines if line.startswith("gpu::nvidia_smi_lists_gpus"))
@@ -73,17 +74,17 @@ def test_table_shows_check_host_result_hint_and_reason():
 def test_table_folds_runs_of_identical_skips():
     rs = [V.CheckResult("rig", f"gpu::c{i}", "skipped", "cpu_only=True") for i in range(5)]
     rs.insert(0, V.CheckResult("rig", "base::a", "passed"))
-    table = V.format_table(rs)
+    table = R.format_table(rs)
     assert "gpu::c0 (+4 more)" in table and "gpu::c1" not in table
     assert "rig: 1 passed, 0 failed, 5 skipped  -> ok" in table
 
 
 def test_json_and_junit():
     rs = V.parse_results("rig", PLUGIN_LINES)
-    payload = V.as_json(rs)
+    payload = R.as_json(rs)
     assert payload["ok"] is False and len(payload["results"]) == 5
     assert payload["results"][0]["hint"] == "reboot: the driver was installed"
-    root = ET.fromstring(V.junit_xml(rs))
+    root = ET.fromstring(R.junit_xml(rs))
     suite = root.find("testsuite")
     assert suite.get("name") == "rig" and suite.get("failures") == "2" and suite.get("errors") == "1"
     case = suite.find("testcase[@name='gpu::nvidia_smi_lists_gpus']")
@@ -174,7 +175,7 @@ def test_plugin_records_every_outcome(tmp_path):
     '''))
     out = tmp_path / "r.jsonl"
     env = dict(os.environ, DLRIG_VERIFY_RESULTS=str(out))
-    subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-p", "dlrig.verify_plugin", "-q",
+    subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-p", "dlrig.verify.plugin", "-q",
                     "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-c", os.devnull], env=env,
                    capture_output=True, text=True, timeout=120)
     rs = {r.check: r for r in V.parse_results("h", out.read_text().splitlines())}

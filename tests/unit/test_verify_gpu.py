@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from dlrig import torchprobe
-from dlrig.checks import test_gpu as G
+from dlrig.verify import torchprobe
+from dlrig.verify.checks import test_gpu as G
 
 
 def test_pci_id_from_nvidia_smi():
@@ -39,7 +39,7 @@ def test_tensor_cores_from_capability(cc, name, want):
 
 
 def test_tensor_cores_from_the_gpu_table():
-    pytest.importorskip("dlrig.gpus")
+    pytest.importorskip("dlrig.gpu.table")
     info = G.gpu_info({"pci_id": "10de:1e84", "name": "x"})
     assert info is not None and G.tensor_cores("7.5", "x", info) == "tensor cores: FP16"
     assert G.gpu_info({"pci_id": None, "name": "no such card at all"}) is None
@@ -100,9 +100,9 @@ class _FakeHost:
 
 
 def test_driver_branch_is_resolved_from_the_host_and_settings():
-    pytest.importorskip("dlrig.resolver")
-    from dlrig import gpus
-    from dlrig.preflight import effective_data
+    pytest.importorskip("dlrig.gpu.resolver")
+    from dlrig.engine.preflight import effective_data
+    from dlrig.gpu import table as gpus
 
     assert G.os_id(_FakeHost) == "debian-12"
     res = G._resolve(_FakeHost, effective_data({}), [gpus.lookup("10de:1e84")])

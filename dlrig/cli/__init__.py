@@ -1,0 +1,22 @@
+"""The ``dlrig`` command line: one click group; each module beside this one is a command family.
+
+Nothing else in dlrig imports this package: it sits on top of every layer.
+"""
+
+from __future__ import annotations
+
+import click
+
+from dlrig import __version__
+from dlrig.cli import demo, resolve, run, verify
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dlrig")
+def main() -> None:
+    """Turn a fresh Ubuntu box into a verified deep-learning workstation, repeatably."""
+
+
+for _command in (run.plan, run.apply, run.check, run.settings, demo.demo, resolve.resolve, resolve.doctor,
+                 verify.verify, verify.bench):
+    main.add_command(_command)

@@ -1,0 +1,5 @@
+"""``python -m dlrig.cli``: the same as the ``dlrig`` command."""
+
+from dlrig.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""What every command shares: failing with exit 2, ``--data`` parsing, validation before any
+connection, the common options and the Jupyter password prompt."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
+from dlrig.engine.inventory import UserError, load_inventory, validate
+from dlrig.engine.passwords import hash_password
+
+EXIT_USAGE = 2
+
+
+def fail(err: UserError | str | list[str]) -> None:
+    """Each line as ``dlrig: error: ...`` on stderr, then exit 2 (bad input; nothing was touched)."""
+    lines = err.lines if isinstance(err, UserError) else [err] if isinstance(err, str) else err
+    for line in lines:
+        click.echo(f"dlrig: error: {line}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def parse_data(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--data key=value`` pairs; values read as Python literals when they are one."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--data {pair!r}: use KEY=VALUE, e.g. --data jupyter_port=8890")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw
+    return out
+
+
+def prepare(inventory: str, roles: str | None, data: tuple[str, ...]):
+    """Everything checked before any connection: inventory, roles, every host's settings."""
+    from dlrig.engine.catalogue import parse_roles
+
+    try:
+        override = parse_data(data)
+        if roles:
+            try:
+                override["dlrig_roles"] = parse_roles(roles)
+            except KeyError as e:
+                raise UserError(f"--roles {roles}: {e.args[0]}") from None
+        hosts = load_inventory(inventory, override)
+        validate(hosts)
+        from dlrig.engine import preflight
+
+        preflight.check(hosts)
+    except UserError as e:
+        fail(e)
+    return hosts, override
+
+
+inventory_arg = click.argument("inventory")
+roles_opt = click.option("--roles", help="Comma-separated roles to run (default: all), e.g. base,ssh.")
+data_opt = click.option("--data", "data", multiple=True, metavar="KEY=VALUE", help="Override a setting for every host.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+
+
+def jupyter_password_option(f: Callable) -> Callable:
+    """``--jupyter-password-prompt`` for ``dlrig apply``: ask for the password, hash it here.
+
+    The clear text stays in this process's memory: only the hash travels, as
+    ``--data jupyter_password_hash=HASH``. A decorator: one line on the command.
+    """
+    @functools.wraps(f)
+    def wrapper(*args, jupyter_password_prompt: bool = False, **kwargs):
+        if jupyter_password_prompt:
+            password = click.prompt("Jupyter password", hide_input=True, confirmation_prompt=True, err=True)
+            kwargs["data"] = (*kwargs.get("data", ()), f"jupyter_password_hash={hash_password(password)}")
+            del password
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--jupyter-password-prompt",
+        is_flag=True,
+        help="Ask for the Jupyter password and send only its hash (jupyter_password_hash).",
+    )(wrapper)
+
+
+def tail(text: str, lines: int = 15) -> str:
+    """The last lines of a subprocess's output, for an error report."""
+    return "\n".join(text.strip().splitlines()[-lines:])

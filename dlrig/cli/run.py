@@ -1,0 +1,227 @@
+"""``dlrig plan``, ``apply``, ``check`` and ``settings``: validation and reporting around pyinfra,
+never a second engine; after ``apply``, the reboot step for hosts whose NVIDIA driver changed and
+the SSH tunnel line for JupyterLab."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dlrig.cli import common
+from dlrig.deploys import deploy_file
+from dlrig.engine.catalogue import parse_roles
+from dlrig.engine.inventory import UserError
+from dlrig.engine.preflight import effective_data
+from dlrig.engine.runner import pyinfra_command, run_pyinfra
+from dlrig.roles import jupyter
+
+
+@click.command()
+@common.inventory_arg
+@common.roles_opt
+@common.data_opt
+@common.json_opt
+@click.option("-v", "verbose", count=True, help="More of pyinfra's output.")
+def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, verbose: int) -> None:
+    """Show what apply would change (a pyinfra dry run); changes nothing."""
+    hosts, pyinfra_data = common.prepare(inventory, roles, data)
+    result = run_pyinfra(
+        pyinfra_command(inventory, deploy_file(), dry=True, data=pyinfra_data, verbose=verbose),
+        show_progress=not as_json,
+    )
+    changes = result.changes()
+    conditional = result.changes(conditional=True)
+    ok = result.returncode == 0
+    if as_json:
+        payload = {
+            "hosts": [h.name for h in hosts],
+            "changes": [c.as_json() for c in changes],
+            "conditional": [c.as_json() for c in conditional],
+            "ok": ok,
+        }
+        if not ok:
+            payload["error"] = common.tail(result.stderr)
+        click.echo(json.dumps(payload))
+    else:
+        _print_plan(hosts, changes, conditional)
+        if not ok:
+            click.echo("dlrig: pyinfra failed; see its output above", err=True)
+    sys.exit(0 if ok else 1)
+
+
+def _print_plan(hosts, changes, conditional) -> None:
+    click.echo("")
+    for h in hosts:
+        mine = [c for c in changes if c.host == h.name]
+        maybe = [c for c in conditional if c.host == h.name]
+        click.echo(f"{h.name}: {len(mine)} change(s)" + (f", {len(maybe)} conditional" if maybe else ""))
+        for c in mine:
+            click.echo(f"  + {c.role:14} {c.operation}")
+        for c in maybe:
+            click.echo(f"  ? {c.role:14} {c.operation} (if an earlier step changes)")
+
+
+@click.command()
+@common.jupyter_password_option
+@common.inventory_arg
+@common.roles_opt
+@common.data_opt
+@common.json_opt
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("-v", "verbose", count=True, help="More of pyinfra's output.")
+@click.option("--reboot", is_flag=True, help="Reboot hosts whose NVIDIA driver changed and wait (never this machine).")
+def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, yes: bool, verbose: int,
+          reboot: bool = False) -> None:
+    """Apply the roles to every host in INVENTORY and summarise per host."""
+    hosts, pyinfra_data = common.prepare(inventory, roles, data)
+    if not yes:
+        if not sys.stdin.isatty():
+            common.fail(UserError("apply needs confirmation: add --yes (or run `dlrig plan` first to see the changes)"))
+        planned = run_pyinfra(
+            pyinfra_command(inventory, deploy_file(), dry=True, data=pyinfra_data), show_progress=False
+        )
+        if planned.returncode != 0:
+            click.echo(planned.stderr, err=True)
+            sys.exit(1)
+        _print_plan(hosts, planned.changes(), planned.changes(conditional=True))
+        if not planned.changes():
+            click.echo("Nothing to change.")
+            sys.exit(0)
+        click.confirm("Apply these changes?", abort=True)
+
+    result = run_pyinfra(
+        pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose),
+        show_progress=not as_json,
+    )
+    summary = result.summary([h.name for h in hosts])
+    all_ok = result.returncode == 0 and all(s.ok for s in summary.values())
+    reboots = after_apply(inventory, result.results, reboot, quiet=as_json)
+    all_ok = all_ok and not any(v.startswith("reboot failed") for v in reboots.values())
+    if as_json:
+        click.echo(json.dumps({
+            "hosts": {name: {"changed": s.changed, "unchanged": s.unchanged, "failed": s.failed,
+                             "reachable": s.reachable, "ok": s.ok, "errors": s.errors}
+                      for name, s in summary.items()},
+            "reboot": reboots,
+            "ok": all_ok,
+        }))
+    else:
+        click.echo("")
+        click.echo(f"{'host':24} {'changed':>8} {'unchanged':>10} {'failed':>7}  status")
+        for name, s in summary.items():
+            status = "ok" if s.ok else ("unreachable" if not s.reachable else "FAILED")
+            click.echo(f"{name:24} {s.changed:>8} {s.unchanged:>10} {s.failed:>7}  {status}")
+            for line in s.errors[-3:]:
+                click.echo(f"{'':24} {line}")
+    echo_tunnel_hints(hosts, summary, as_json)
+    sys.exit(0 if all_ok else 1)
+
+
+@click.command()
+@common.inventory_arg
+@common.roles_opt
+@common.data_opt
+def check(inventory: str, roles: str | None, data: tuple[str, ...]) -> None:
+    """Validate INVENTORY's settings without connecting to any host (for CI and editors)."""
+    hosts, _ = common.prepare(inventory, roles, data)
+    click.echo(f"{len(hosts)} host(s): settings valid ({', '.join(h.name for h in hosts)})")
+
+
+@click.command()
+@click.option("--role", help="Only this role's settings.")
+@click.option("--python", "as_python", is_flag=True, help="As commented inventory lines (for inventories/*.py).")
+@click.option("--write", "write_to", type=click.Path(exists=True, dir_okay=False),
+              help="With --python: refresh the generated block of this inventory file.")
+def settings(role: str | None, as_python: bool, write_to: str | None) -> None:
+    """List every setting: key, default, allowed values and help."""
+    from dlrig.engine.settings import (
+        commented_defaults,
+        registry,
+        write_commented_defaults,
+    )
+
+    if write_to:
+        changed = write_commented_defaults(write_to)
+        click.echo(f"{write_to}: {'updated' if changed else 'already up to date'}")
+        return
+    if as_python:
+        click.echo(commented_defaults(role))
+        return
+    for s in sorted(registry().values(), key=lambda s: (s.role, s.key)):
+        if role and s.role != role:
+            continue
+        click.echo(f"{s.role:14} {s.key:30} default {s.default!r}")
+        click.echo(f"{'':14} {'':30} {s.allowed()}: {s.help}")
+
+
+# --- after apply: reboot where the driver changed; the Jupyter tunnel -------------------------
+
+def driver_changed_hosts(results: dict | None) -> list[str]:
+    """Hosts where the nvidia_driver role installed or removed driver packages in this run."""
+    from dlrig.roles.nvidia_driver import OP_PACKAGES, OP_REMOVE
+
+    wanted = {f"nvidia_driver | {OP_PACKAGES}", f"nvidia_driver | {OP_REMOVE}"}
+    changed: set[str] = set()
+    for op in (results or {}).get("operations", []):
+        if wanted & set(op.get("names") or [op.get("name")]):
+            changed.update(op.get("success", []))
+    return sorted(changed)
+
+
+def local_boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def after_apply(inventory: str, results: dict | None, reboot: bool, quiet: bool = False) -> dict[str, str]:
+    """Per host whose driver changed: "reboot required", or with ``reboot`` "rebooted" / "not rebooted: why".
+
+    Reboots through pyinfra's ``server.reboot`` (reconnects, waits); never the machine dlrig runs on
+    (a host with this machine's boot id: ``@local``, a chroot or container sharing our kernel).
+    """
+    changed = driver_changed_hosts(results)
+    if not changed:
+        return {}
+    if not reboot:
+        status = {h: "reboot required" for h in changed}
+        if not quiet:
+            for h in changed:
+                click.echo(f"{h}: reboot required (NVIDIA driver changed): reboot it or run `dlrig apply --reboot`")
+        return status
+    cmd = pyinfra_command(inventory, deploy_file("reboot"), dry=False, data={"dlrig_local_boot_id": local_boot_id()})
+    for h in changed:
+        cmd += ["--limit", h]
+
+    result = run_pyinfra(cmd, show_progress=not quiet)
+    rebooted, refused = set(), set()
+    for op in (result.results or {}).get("operations", []):
+        names = set(op.get("names") or [op.get("name")])
+        if any("reboot (driver changed)" in n for n in names):
+            rebooted.update(op.get("success", []))
+        if any("not rebooting" in n for n in names):
+            refused.update(op.get("success", []) + op.get("no_change", []))
+    status = {}
+    for h in changed:
+        if h in rebooted:
+            status[h] = "rebooted"
+        elif h in refused:
+            status[h] = "not rebooted: it is the machine dlrig runs on; reboot it yourself"
+        else:
+            status[h] = "reboot failed: " + (common.tail(result.stderr, 3) or "see pyinfra's output")
+        if not quiet:
+            click.echo(f"{h}: {status[h]}")
+    return status
+
+
+def echo_tunnel_hints(hosts: list, summary: dict | None = None, as_json: bool = False) -> None:
+    """Print :func:`dlrig.roles.jupyter.tunnel_hint` for every host that got the jupyter role (stderr with --json)."""
+    for h in hosts:
+        data = effective_data(h.data)
+        if "jupyter" not in parse_roles(data.get("dlrig_roles")):
+            continue
+        if summary is not None and h.name in summary and not summary[h.name].ok:
+            continue
+        click.echo("", err=as_json)
+        click.echo(jupyter.tunnel_hint(h.name, data), err=as_json)

@@ -1,0 +1,1 @@
+"""The engine around pyinfra: inventory, settings, preflight, runner, facts, the role catalogue."""

@@ -1,0 +1,432 @@
+"""Custom pyinfra facts that pyinfra itself lacks. One place for each fact.
+
+Over 400 lines for a reason: each fact is a small class (a command and a parser), and keeping
+them in one module is what makes "one place for each fact" checkable at a glance.
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import FactBase
+
+
+class DpkgAudit(FactBase):
+    """Lines of ``dpkg --audit``: empty when no package is half-installed or unconfigured."""
+
+    default = list
+
+    def command(self) -> str:
+        return "dpkg --audit 2>&1 || true"
+
+    def requires_command(self) -> str:
+        return "dpkg"
+
+    def process(self, output):
+        return [line for line in output if line.strip()]
+
+
+
+# ---- remote access and dual boot (roles ssh, firewall, power, dualboot) ----------------------
+
+
+class SshServerPort(FactBase):
+    """The port sshd accepted *this* connection on (from ``$SSH_CONNECTION``), or None.
+
+    Read it with ``_sudo=False``: sudo drops the variable. None under @local/@chroot connectors.
+    """
+
+    def command(self) -> str:
+        return 'echo "SSHCONN ${SSH_CONNECTION:-}"'
+
+    def process(self, output):
+        for line in output:
+            parts = line.split()
+            if parts and parts[0] == "SSHCONN" and len(parts) == 5 and parts[4].isdigit():
+                return int(parts[4])
+        return None
+
+
+class AuthorizedKeyCount(FactBase):
+    """Public keys in a user's ~/.ssh/authorized_keys{,2}: an int, or None when no such user."""
+
+    def command(self, user: str) -> str:
+        return (
+            f"h=$(getent passwd {user} | cut -d: -f6); "
+            'if [ -z "$h" ]; then echo NOUSER; else '
+            'n=$(cat "$h/.ssh/authorized_keys" "$h/.ssh/authorized_keys2" 2>/dev/null '
+            "| grep -cE '^[^#]*(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+ +AAAA'); echo \"KEYS ${n:-0}\"; fi"
+        )
+
+    def process(self, output):
+        for line in output:
+            if line.strip() == "NOUSER":
+                return None
+            if line.startswith("KEYS "):
+                return int(line.split()[1])
+        return None
+
+
+class SshdEffectivePorts(FactBase):
+    """Ports the sshd config asks for (``sshd -T``), sorted; [] when sshd is not installed."""
+
+    default = list
+
+    def command(self) -> str:
+        return "command -v sshd >/dev/null 2>&1 || exit 0; sshd -T 2>/dev/null | awk '$1==\"port\"{print $2}'"
+
+    def process(self, output):
+        return sorted({int(x) for x in output if x.strip().isdigit()})
+
+
+class UfwState(FactBase):
+    """ufw as configured on disk: installed, enabled, default policies, added rule commands.
+
+    ``rules`` are the lines of ``ufw show added`` (e.g. ``ufw limit 22/tcp comment 'dlrig ssh'``),
+    which lists rules from /etc/ufw/user*.rules whether or not the firewall is running.
+    """
+
+    def command(self) -> str:
+        return (
+            "if ! command -v ufw >/dev/null 2>&1; then echo NOUFW; exit 0; fi; "
+            "grep -E '^ENABLED=' /etc/ufw/ufw.conf; "
+            "grep -E '^DEFAULT_(INPUT|OUTPUT|FORWARD)_POLICY=' /etc/default/ufw; "
+            "ufw show added 2>&1 | grep -E '^ufw ' | sed 's/^/RULE /'"
+        )
+
+    def process(self, output):
+        state = {"installed": True, "enabled": False, "policy": {}, "rules": []}
+        for line in output:
+            line = line.strip()
+            if line == "NOUFW":
+                return {"installed": False, "enabled": False, "policy": {}, "rules": []}
+            if line.startswith("ENABLED="):
+                state["enabled"] = line.split("=", 1)[1].strip().strip('"').lower() == "yes"
+            elif line.startswith("DEFAULT_") and "=" in line:
+                key, value = line.split("=", 1)
+                state["policy"][key.removeprefix("DEFAULT_").removesuffix("_POLICY").lower()] = (
+                    value.strip().strip('"').lower())
+            elif line.startswith("RULE "):
+                state["rules"].append(line.removeprefix("RULE "))
+        return state
+
+
+class AdjtimeContents(FactBase):
+    """/etc/adjtime's lines, or None when the file is missing."""
+
+    def command(self) -> str:
+        return "if [ -f /etc/adjtime ]; then cat /etc/adjtime; else echo NOADJTIME; fi"
+
+    def process(self, output):
+        if [line.strip() for line in output] == ["NOADJTIME"]:
+            return None
+        return list(output)
+
+
+class GrubMenuEntries(FactBase):
+    """Titles of the top-level menu entries of /boot/grub/grub.cfg ([] when there is none)."""
+
+    default = list
+
+    def command(self) -> str:
+        return ("cat /boot/grub/grub.cfg 2>/dev/null | "
+                "sed -n \"s/^menuentry '\\([^']*\\)'.*/\\1/p\" || true")
+
+    def process(self, output):
+        return [line.rstrip("\n") for line in output if line.strip()]
+
+
+class NtfsVolumeState(FactBase):
+    """Per UUID: "clean", "hibernated" (Windows Fast Startup), "unclean", "missing" or "unknown".
+
+    Uses ``ntfs-3g.probe --readwrite`` (exit 14: hibernated, 15: unclean unmount), which only
+    reads the volume; "unknown" when the tool is not installed yet.
+    """
+
+    default = dict
+
+    def command(self, uuids: tuple) -> str:
+        parts = []
+        for u in uuids:
+            parts.append(
+                f'd=$(blkid -U {u} 2>/dev/null); if [ -z "$d" ]; then echo "{u} missing"; '
+                f'elif ! command -v ntfs-3g.probe >/dev/null 2>&1; then echo "{u} unknown"; '
+                f'else ntfs-3g.probe --readwrite "$d" >/dev/null 2>&1; echo "{u} rc$?"; fi'
+            )
+        return "; ".join(parts) or "true"
+
+    def process(self, output):
+        names = {"rc0": "clean", "rc14": "hibernated", "rc15": "unclean"}
+        out = {}
+        for line in output:
+            parts = line.split()
+            if len(parts) == 2:
+                out[parts[0]] = names.get(parts[1], parts[1] if not parts[1].startswith("rc") else "unknown")
+        return out
+
+
+class NetInterfaceMac(FactBase):
+    """The MAC address of a network interface, or None when it does not exist."""
+
+    def command(self, iface: str) -> str:
+        return f"cat /sys/class/net/{iface}/address 2>/dev/null || true"
+
+    def process(self, output):
+        import re
+
+        for line in output:
+            if re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", line.strip()):
+                return line.strip().lower()
+        return None
+
+
+# --- conda / pytorch / jupyter roles (dlrig.engine.pyenv) ------------------------------------------
+
+class CondaInstall(FactBase):
+    """A conda prefix: ``{"exists", "conda", "version", "installer": {"url", "sha256"} | None}``.
+
+    ``version`` comes from ``conda-meta/conda-<version>-*.json`` (no conda run); ``installer``
+    from the marker the conda role writes after a verified install.
+    """
+
+    def command(self, prefix: str) -> str:
+        import shlex
+
+        q = shlex.quote(prefix)
+        return (
+            f"if [ -e {q} ]; then echo exists; fi; "
+            f"if [ -x {q}/bin/conda ]; then echo conda; fi; "
+            f"for f in {q}/conda-meta/conda-[0-9]*.json; do [ -e \"$f\" ] && echo \"meta $(basename \"$f\")\"; done; "
+            f"if [ -f {q}/conda-meta/dlrig-installer ]; then sed 's/^/marker /' {q}/conda-meta/dlrig-installer; fi; true"
+        )
+
+    @staticmethod
+    def default():
+        return {"exists": False, "conda": False, "version": None, "installer": None}
+
+    def process(self, output):
+        out = self.default()
+        marker = {}
+        for line in output:
+            word, _, rest = line.strip().partition(" ")
+            if word == "exists":
+                out["exists"] = True
+            elif word == "conda":
+                out["conda"] = True
+            elif word == "meta" and rest.startswith("conda-"):
+                out["version"] = rest[len("conda-"):].split("-", 1)[0]
+            elif word == "marker":
+                key, _, value = rest.partition("=")
+                marker[key.strip()] = value.strip()
+        out["installer"] = marker or None
+        return out
+
+
+_PYENV_SCRIPT = r"""
+import json, os, re, sys, importlib.metadata as m, importlib.util as u
+d = {}
+for dist in m.distributions():
+    n = dist.metadata["Name"]
+    if n:
+        d[re.sub(r"[-_.]+", "-", n).lower()] = dist.version
+cuda = None
+try:
+    spec = u.find_spec("torch")
+    if spec and spec.origin:
+        t = open(os.path.join(os.path.dirname(spec.origin), "version.py")).read()
+        mm = re.search(r"^cuda\b[^=\n]*=\s*(None|['\"]([^'\"]*)['\"])", t, re.M)
+        cuda = mm.group(2) if mm and mm.group(2) else None
+except Exception:
+    pass
+print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "dists": d, "torch_cuda": cuda}))
+"""
+
+
+class PythonEnv(FactBase):
+    """A Python environment: ``{"python": "3.11.2", "dists": {name: version}, "torch_cuda": "13.0"|None}``.
+
+    None when ``python`` does not exist. Reads metadata only: torch is never imported.
+    """
+
+    def command(self, python: str) -> str:
+        import shlex
+
+        q = shlex.quote(python)
+        return f"if [ -x {q} ]; then {q} -c {shlex.quote(_PYENV_SCRIPT)}; fi; true"
+
+    def process(self, output):
+        import json
+
+        text = "\n".join(output).strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text.splitlines()[-1])
+        except json.JSONDecodeError:
+            return None
+
+
+class SystemdBooted(FactBase):
+    """True when systemd runs as PID 1 (``/run/systemd/system`` exists): units can be started.
+
+    False in chroots and containers without systemd, where ``systemctl enable`` still works.
+    """
+
+    def command(self) -> str:
+        return "if [ -d /run/systemd/system ]; then echo yes; else echo no; fi"
+
+    @staticmethod
+    def default():
+        return False
+
+    def process(self, output):
+        return any(line.strip() == "yes" for line in output)
+
+
+class UfwRulesPresent(FactBase):
+    """Indexes of the given ufw rule commands (``"limit 22/tcp comment 'dlrig ssh'"``) ufw already has.
+
+    Asks ufw itself (``ufw --dry-run RULE`` says "Skipping adding existing rule"), so a rule the
+    user typed differently from ufw's own spelling still counts.
+    """
+
+    default = list
+
+    def command(self, rules: tuple) -> str:
+        if not rules:
+            return "true"
+        parts = ["command -v ufw >/dev/null 2>&1 || exit 0"]
+        for i, rule in enumerate(rules):
+            parts.append(f"ufw --dry-run {rule} 2>&1 | grep -q '^Skipping adding existing rule$' "
+                         f"&& echo HAVE {i} || true")
+        return "; ".join(parts)
+
+    def process(self, output):
+        return [int(line.split()[1]) for line in output if line.startswith("HAVE ")]
+
+
+# --- GPU stack facts (nvidia_driver / cuda / cudnn roles, dlrig doctor) -------------------------
+
+
+class Lspci(FactBase):
+    """``lspci -nn`` lines; without lspci, sysfs lines ``BUS [CLAS]: [vvvv:dddd]`` (dlrig.gpu.table parses both)."""
+
+    default = list
+
+    def command(self) -> str:
+        return (
+            "if command -v lspci >/dev/null 2>&1; then lspci -nn; else "
+            "for d in /sys/bus/pci/devices/*; do [ -r \"$d/class\" ] || continue; "
+            "c=$(cat \"$d/class\"); v=$(cat \"$d/vendor\"); p=$(cat \"$d/device\"); "
+            "echo \"${d##*/} [$(echo $c | cut -c3-6)]: [$(echo $v | cut -c3-6):$(echo $p | cut -c3-6)]\"; "
+            "done; fi"
+        )
+
+    def process(self, output):
+        return [line for line in output if line.strip()]
+
+
+class SecureBoot(FactBase):
+    """``enabled``, ``disabled``, ``unsupported`` (no EFI / no Secure Boot) or ``unknown``."""
+
+    def command(self) -> str:
+        return (
+            "if command -v mokutil >/dev/null 2>&1; then mokutil --sb-state 2>&1 || true; "
+            "elif [ -d /sys/firmware/efi ]; then f=$(ls /sys/firmware/efi/efivars/SecureBoot-* 2>/dev/null | head -n1); "
+            "if [ -n \"$f\" ]; then echo \"efivar SecureBoot $(od -An -t u1 \"$f\" | awk '{print $NF}')\"; "
+            "else echo 'EFI variables are not supported'; fi; "
+            "else echo 'no EFI: legacy BIOS boot'; fi"
+        )
+
+    def process(self, output):
+        text = " ".join(output).lower()
+        if "secureboot enabled" in text or "efivar secureboot 1" in text:
+            return "enabled"
+        if "secureboot disabled" in text or "efivar secureboot 0" in text:
+            return "disabled"
+        if "not support" in text or "no efi" in text or "doesn't support" in text:
+            return "unsupported"
+        return "unknown"
+
+
+class NvidiaDriver(FactBase):
+    """The loaded NVIDIA kernel module's version (``/proc/driver/nvidia/version``) and ``nvidia-smi``'s GPUs.
+
+    ``{"loaded": "580.95.05" | None, "smi": [csv lines], "smi_error": "..." | None}``.
+    """
+
+    def command(self) -> str:
+        return (
+            "echo \"loaded: $(sed -n 's/.*Kernel Module[^0-9]*\\([0-9][0-9.]*\\).*/\\1/p' /proc/driver/nvidia/version "
+            "2>/dev/null | head -n1)\"; "
+            "if command -v nvidia-smi >/dev/null 2>&1; then "
+            "nvidia-smi --query-gpu=pci.bus_id,name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 "
+            "| sed 's/^/smi: /' || true; fi"
+        )
+
+    def process(self, output):
+        loaded, smi, err = None, [], None
+        for line in output:
+            if line.startswith("loaded:"):
+                loaded = line.split(":", 1)[1].strip() or None
+            elif line.startswith("smi: "):
+                body = line[5:]
+                if "," in body and not body.startswith("NVIDIA-SMI has failed"):
+                    smi.append(body)
+                elif body.strip():
+                    err = (err + " " if err else "") + body.strip()
+        return {"loaded": loaded, "smi": smi, "smi_error": err}
+
+
+class AptHeld(FactBase):
+    """Packages on hold (``apt-mark showhold``)."""
+
+    default = list
+
+    def command(self) -> str:
+        return "apt-mark showhold 2>/dev/null || true"
+
+    def process(self, output):
+        return sorted(line.strip() for line in output if line.strip())
+
+
+class BootId(FactBase):
+    """``/proc/sys/kernel/random/boot_id``: equal on two "hosts" that share one running kernel."""
+
+    def command(self) -> str:
+        return "cat /proc/sys/kernel/random/boot_id"
+
+    def process(self, output):
+        return output[0].strip() if output else None
+
+
+class MokKey(FactBase):
+    """State of a MOK signing key: ``enrolled``, ``pending`` (imported, reboot to confirm),
+    ``not-enrolled``, ``no-key`` (the file does not exist yet) or ``no-mokutil``."""
+
+    def command(self, path: str) -> str:
+        return (
+            f"if [ ! -f {path} ]; then echo no-key; "
+            "elif ! command -v mokutil >/dev/null 2>&1; then echo no-mokutil; "
+            f"elif mokutil --test-key {path} 2>&1 | grep -q 'already enrolled'; then echo enrolled; "
+            f"elif mokutil --list-new 2>/dev/null | grep -q .; then echo pending; "
+            "else echo not-enrolled; fi"
+        )
+
+    def process(self, output):
+        return output[0].strip() if output else "unknown"
+
+
+class FreeDisk(FactBase):
+    """Free space in GB per mount point of interest: ``{"/": 120.5, "/var": ...}``."""
+
+    default = dict
+
+    def command(self) -> str:
+        return "df -P -B1 / /var /usr /home 2>/dev/null | tail -n +2"
+
+    def process(self, output):
+        out = {}
+        for line in output:
+            parts = line.split()
+            if len(parts) >= 6:
+                out[parts[5]] = round(int(parts[3]) / 1e9, 1)
+        return out

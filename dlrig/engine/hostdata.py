@@ -1,0 +1,20 @@
+"""Reading the current pyinfra host's settings inside a deploy: :func:`setting` and :func:`owner`."""
+
+from __future__ import annotations
+
+
+def setting(key: str):
+    """A setting of the current host, with its declared default (for roles reading other roles' keys)."""
+    from pyinfra import host
+
+    from dlrig.engine.settings import registry
+
+    return host.data.get(key, registry()[key].default)
+
+
+def owner() -> str:
+    """The rig's owner: ``workstation_user``, else the SSH login user, else who pyinfra runs as."""
+    from pyinfra import host
+    from pyinfra.facts.server import User
+
+    return setting("workstation_user") or host.data.get("ssh_user") or host.get_fact(User, _sudo=False)
