@@ -341,7 +341,7 @@ def test_cleanup_stale_removes_hosts_of_a_crashed_run(golden_image, tmp_path):
     script = textwrap.dedent(f"""
         import json, os, signal, sys
         from pathlib import Path
-        from dlrig.testing import 
+        from dlrig.testing import pool as POOL
         pool = POOL.HostPool(Path({str(workdir)!r}), Path({str(golden_image)!r}))
         (h,) = pool.start_many(1, ["crashy"])
         print(json.dumps({{"address": h.address, "sshd": h.sshd_pid, "overlay": h._overlay}}),
