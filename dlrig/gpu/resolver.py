@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from dlrig.gpu.table import GpuInfo
+from dlrig.gpu.table import GpuInfo, distro_drivers, recorded_branches
 
 # --- tables -------------------------------------------------------------------------------------
 
@@ -34,7 +34,9 @@ CUDA_MIN_SM: dict[int, int] = {11: 35, 12: 50, 13: 75}
 
 # Driver branch limits per architecture (NVIDIA Unix driver deprecation schedule): Kepler's last
 # branch is 470; "580 will be the last to support" Maxwell, Pascal, Volta (sources disagree on 590
-# and Pascal: conservative). Minimum branches: first production branch supporting the architecture.
+# and Pascal: conservative). Per DEVICE, the recorded NVIDIA lists decide (GpuInfo.driver_floor,
+# open_floor, proprietary_branches, open_branches: tools/gpu_table.py); ARCH_MIN_BRANCH is only the
+# fallback for an id no recorded list names (placed by its pci.ids chip).
 ARCH_MAX_BRANCH: dict[str, int] = {"kepler": 470, "maxwell": 580, "pascal": 580, "volta": 580}
 ARCH_MIN_BRANCH: dict[str, int] = {"ada": 525, "hopper": 525, "blackwell": 570}
 # Open kernel modules need Turing or newer (GSP); the default flavour from branch 560; Blackwell
@@ -58,7 +60,8 @@ OSES: dict[str, dict[str, Any]] = {
 # debian: non-free nvidia-driver, 535.x in Debian 12, 550.x in Debian 13; nvidia: NVIDIA's CUDA repo).
 SOURCE_BRANCHES: dict[str, dict[str, tuple[int, ...]]] = {
     "ubuntu": {"ubuntu-22.04": (470, 535, 550, 570, 580), "ubuntu-24.04": (470, 535, 550, 570, 580)},
-    "debian": {"debian-12": (535,), "debian-13": (550,)},
+    # Debian's own nvidia-driver per release, from the recorded Debian package lists (gpus.json).
+    "debian": {os: (int(v.split(".")[0]),) for os, v in distro_drivers().items()},
     "nvidia": {os: (535, 550, 555, 560, 565, 570, 575, 580, 590, 595) for os in OSES},
 }
 SOURCES = ("ubuntu", "nvidia", "debian")
@@ -116,6 +119,48 @@ def _branch(driver_version: str) -> int:
 def _cuda_of(variant: str) -> str:
     digits = variant[2:]
     return f"{digits[:2]}.{digits[2:]}"
+
+
+def flavor_for(arches: set[str], branch: int) -> str:
+    """open for Turing+ from branch 560 (and always on Blackwell), else proprietary."""
+    legacy = {a for a in arches if a not in OPEN_CAPABLE}
+    return "open" if not legacy and (branch >= OPEN_DEFAULT_FROM or arches & OPEN_REQUIRED) else "proprietary"
+
+
+def ceiling(g: GpuInfo) -> int:
+    """The last branch that supports the card: its legacy branch from the lists, else its architecture's."""
+    return g.last_branch or ARCH_MAX_BRANCH.get(g.arch, 10_000)
+
+
+def floor(g: GpuInfo, flavor: str) -> int:
+    """The first branch NVIDIA's recorded lists give the card for this flavour (arch fallback off-table)."""
+    if not g.in_table:
+        return ARCH_MIN_BRANCH.get(g.arch, 0)
+    if flavor == "open":
+        return g.open_floor if g.open_floor is not None else 10_000
+    return g.driver_floor if g.driver_floor is not None else 10_000
+
+
+def supports(g: GpuInfo, branch: int, flavor: str) -> bool:
+    """Does driver `branch` in this flavour support the card: at or above the first branch NVIDIA's
+    recorded lists name it for that flavour, and not past its last branch.
+
+    Only floors and ceilings count: a later list that omits a device is not taken as dropping it
+    (the README lists after 470 omit, e.g., the Tesla T4 that those drivers still run). Off-table ids
+    (no list names them) fall back to their architecture's bounds."""
+    return floor(g, flavor) <= branch <= ceiling(g)
+
+
+def _support_why(g: GpuInfo, branch: int, flavor: str) -> str:
+    """Why `branch` does not support the card, and which branches do: one clause."""
+    label = f"{g.name} ({g.pci_id})"
+    if branch > ceiling(g):
+        return f"{label} is supported only up to branch {ceiling(g)}"
+    fl = floor(g, flavor)
+    kind = "open kernel modules" if flavor == "open" else "driver"
+    if fl >= 10_000:
+        return f"no recorded NVIDIA list names {label} for the {kind}"
+    return f"NVIDIA's {kind} lists {label} from branch {fl} on"
 
 
 # --- result -------------------------------------------------------------------------------------
@@ -249,9 +294,16 @@ def resolve(
 
     # Cards no supported stack serves.
     if "kepler" in arches:
+        kepler = [g for g in gpus if g.arch == "kepler"]
+        sms = "/".join(sorted({f"sm_{g.sm}" for g in kepler}))
+        lowest = min(min(torch_arches(t, v)) for t, (_, _, vs) in TORCH.items() for v in vs)
+        last = max(ceiling(g) for g in kepler)
+        listed = " (NVIDIA's README lists it under the 470.xx legacy driver)" if all(g.last_branch for g in kepler) else ""
         raise ResolveError(
-            f"{_cards(gpus, lambda g: g.arch == 'kepler')} (Kepler) needs driver 470 and CUDA <= 11.4, which no torch "
-            "build in dlrig's table serves; use a Maxwell-or-newer card or cpu_only=True")
+            f"{_cards(gpus, lambda g: g.arch == 'kepler')} (Kepler, {sms}): the last driver branch for it is "
+            f"{last}{listed} and every torch build in dlrig's table (torch {min(TORCH, key=_v)}-{max(TORCH, key=_v)}) "
+            f"starts at sm_{lowest}, so none runs on it; torch builds that carried {sms} are older than dlrig's torch "
+            "table and dlrig does not offer them; use a Maxwell-or-newer card or cpu_only=True")
     if cuda is not None:
         cuda = str(cuda)
         if cuda not in CUDA_MIN_DRIVER:
@@ -267,7 +319,7 @@ def resolve(
 
     # Branch bounds from the cards.
     hi = min([ARCH_MAX_BRANCH[a] for a in arches if a in ARCH_MAX_BRANCH], default=10_000)
-    lo = max([ARCH_MIN_BRANCH[a] for a in arches if a in ARCH_MIN_BRANCH], default=0)
+    lo = max([ARCH_MIN_BRANCH[g.arch] for g in gpus if not g.in_table and g.arch in ARCH_MIN_BRANCH], default=0)
     min_sm = min(g.sm for g in gpus)
     if cuda is not None:
         major = int(cuda.split(".")[0])
@@ -280,8 +332,19 @@ def resolve(
                 f"CUDA {cuda} needs driver >= {CUDA_MIN_DRIVER[cuda]} but {_cards(gpus, lambda g: g.arch in ARCH_MAX_BRANCH)} "
                 f"is supported only up to branch {hi}; use CUDA <= {_max_cuda_for(hi)}")
         lo = max(lo, need)
+    hi = min([hi] + [ceiling(g) for g in gpus])
     if driver_branch is not None:
         driver_branch = int(driver_branch)
+        pinned_flavor = flavor_for(arches, driver_branch)
+        for g in gpus:
+            if driver_branch <= hi and not supports(g, driver_branch, pinned_flavor):
+                fl = floor(g, pinned_flavor)
+                if fl < 10_000:
+                    fix = f"use driver_branch {fl} or newer"
+                else:  # proprietary pin of a card only the open modules serve: the open floor
+                    fix = f"use driver_branch {max(g.open_floor or 0, OPEN_DEFAULT_FROM)} or newer (open modules)"
+                raise ResolveError(f"driver {driver_branch} ({pinned_flavor} modules) does not support it: "
+                                   f"{_support_why(g, driver_branch, pinned_flavor)}; {fix}")
         if driver_branch > hi:
             raise ResolveError(
                 f"driver {driver_branch} does not support {_cards(gpus, lambda g: g.arch in ARCH_MAX_BRANCH)} "
@@ -305,11 +368,18 @@ def resolve(
                 ok = [s for s in SOURCES if os in SOURCE_BRANCHES[s]]
                 raise ResolveError(f"driver_source {source!r} is not available on {os}; use one of {', '.join(ok)}")
             continue
-        fits = [b for b in offered if lo <= b <= hi]
+        fits = [b for b in offered if lo <= b <= hi
+                and all(supports(g, b, flavor_for(arches, b)) for g in gpus)]
         if not fits:
             if driver_source:
                 want = f"branch {lo}" if lo == hi else f"a branch in {lo}-{hi if hi < 10_000 else 'newest'}"
-                others = [s for s in SOURCES if s != source and any(lo <= b <= hi for b in SOURCE_BRANCHES[s].get(os, ()))]
+                bad = [(g, b) for b in offered for g in gpus
+                       if lo <= b <= hi and not supports(g, b, flavor_for(arches, b))]
+                if bad:
+                    want += f" that supports the cards ({_support_why(bad[0][0], bad[0][1], flavor_for(arches, bad[0][1]))})"
+                others = [s for s in SOURCES if s != source and any(
+                    lo <= b <= hi and all(supports(g, b, flavor_for(arches, b)) for g in gpus)
+                    for b in SOURCE_BRANCHES[s].get(os, ()))]
                 alt = f"; use driver_source {others[0]!r}" if others else ""
                 raise ResolveError(
                     f"driver_source {source!r} on {os} offers branches {', '.join(map(str, offered))}, "
@@ -318,13 +388,32 @@ def resolve(
         # The production branch when it fits, else the fitting branch closest to it.
         branch = min(fits, key=lambda b: (abs(b - PREFERRED_BRANCH), -b))
         if source != tried[0]:
-            notes.append(f"{tried[0]} source offers no fitting branch on {os} "
-                         f"({', '.join(map(str, SOURCE_BRANCHES[tried[0]].get(os, ())))}); using NVIDIA's repository")
-        flavor = "open" if not legacy and (branch >= OPEN_DEFAULT_FROM or arches & OPEN_REQUIRED) else "proprietary"
+            first = tried[0]
+            offered0 = SOURCE_BRANCHES[first].get(os, ())
+            own = distro_drivers().get(os) if first == "debian" else None
+            why = ""
+            for b in offered0:
+                bad = [g for g in gpus if lo <= b <= hi and not supports(g, b, flavor_for(arches, b))]
+                if bad:
+                    why = f": {_support_why(bad[0], b, flavor_for(arches, b))}"
+                    break
+            what = f"{os}'s own nvidia-driver {own}" if own else \
+                f"{first} source ({', '.join(map(str, offered0))})"
+            notes.append(f"{what} offers no fitting branch{why}; using NVIDIA's repository")
+        flavor = flavor_for(arches, branch)
         driver = Driver(branch, flavor, source, dkms=source != "ubuntu")
         break
     if driver is None:
-        raise ResolveError(f"no driver source on {os} offers a branch in {lo}-{hi}; check driver_branch and cuda_version")
+        offered = sorted({b for src in SOURCES for b in SOURCE_BRANCHES[src].get(os, ()) if lo <= b <= hi})
+        why = next((_support_why(g, b, flavor_for(arches, b)) for b in offered for g in gpus
+                    if not supports(g, b, flavor_for(arches, b))), "")
+        raise ResolveError(f"no driver source on {os} offers a branch in {lo}-{hi} that supports these cards"
+                           f"{' (' + why + ')' if why else ''}; check driver_branch and cuda_version")
+    for g in gpus:
+        if not g.in_table:
+            notes.append(f"{g.pci_id} ({g.name}) is not in dlrig's GPU table: placed by its pci.ids chip {g.chip} "
+                         f"({g.arch}); its driver floor comes from the architecture only. To add it, record a newer "
+                         "NVIDIA supported-GPU list under tools/sources/ and run tools/gpu_table.py")
 
     # torch build: the newest variant whose CUDA the driver serves at GA level and whose wheels
     # carry the cards' architectures; else one that runs through minor-version compatibility.

@@ -55,7 +55,7 @@ def test_resolution_table(gpus, os, wishes, expected):
 
 
 REFUSALS = [
-    (["Tesla K80"], "ubuntu-22.04", {}, "Kepler) needs driver 470"),
+    (["Tesla K80"], "ubuntu-22.04", {}, "the last driver branch for it is 470 (NVIDIA's README lists it under the 470.xx"),
     (["GTX 1080", "RTX 5090"], "ubuntu-24.04", {}, "needs the open kernel modules but GeForce GTX 1080 needs the proprietary"),
     (["GTX 1080"], "ubuntu-22.04", {"driver_branch": 590}, "last branch for them: 580); use driver_branch 580 or lower"),
     (["GTX 1080"], "ubuntu-22.04", {"cuda": "13.0"}, "CUDA 13.0 has no sm_61 support"),
