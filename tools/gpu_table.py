@@ -33,7 +33,7 @@ OUTPUT = ROOT / "dlrig" / "gpu" / "data" / "gpus.json"
 ARCH_OF_PREFIX = {"GK": "kepler", "GM": "maxwell", "GP": "pascal", "GV": "volta", "TU": "turing",
                   "GA": "ampere", "AD": "ada", "GH": "hopper", "GB": "blackwell"}
 # Names that mark a notebook, all-in-one or embedded part (left out of the table; README says so).
-_LAPTOP = re.compile(r"Laptop|Max-Q|Mobile|Notebook|Embedded|\b(?:MX\s?\d{3}|\d{3,4}[MA])\b|\bGo\b| [A-Z]?\d{3,4}M\b")
+_LAPTOP = re.compile(r"Laptop|Max-Q Design|with Max-Q|Mobile|Notebook|Embedded|\b(?:MX\s?\d{3}|\d{3,4}[MA])\b|\bGo\b| [A-Z]?\d{3,4}M\b")
 # pci.ids chip codes ending in M / GLM / BM are mobile parts.
 _MOBILE_CHIP = re.compile(r"\d(?:M|GLM|BM)$")
 
