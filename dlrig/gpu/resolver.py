@@ -18,13 +18,20 @@ from dlrig.gpu.table import GpuInfo, distro_drivers, recorded_branches
 
 # --- tables -------------------------------------------------------------------------------------
 
-# CUDA toolkit -> minimum Linux driver of its GA release (CUDA release notes, "CUDA Toolkit and
-# Corresponding Driver Versions"). 12.7 does not exist.
-CUDA_MIN_DRIVER: dict[str, str] = {
-    "11.8": "520.61.05", "12.0": "525.60.13", "12.1": "530.30.02", "12.2": "535.54.03",
+# Every CUDA toolkit release -> minimum Linux driver of its GA release (CUDA release notes, "CUDA
+# Toolkit and Corresponding Driver Versions"; recorded in tools/sources/cuda/toolkit-driver-versions.md,
+# which a unit test reads). 12.7 does not exist. 13.3-13.5 exist but their rows are not recorded.
+CUDA_RELEASE_MIN_DRIVER: dict[str, str] = {
+    "7.0": "346.46", "7.5": "352.31", "8.0": "367.48", "9.0": "384.81", "9.1": "390.46", "9.2": "396.26",
+    "10.0": "410.48", "10.1": "418.39", "10.2": "440.33", "11.0": "450.51.05", "11.1": "455.23",
+    "11.2": "460.27.03", "11.3": "465.19.01", "11.4": "470.42.01", "11.5": "495.29.05", "11.6": "510.39.01",
+    "11.7": "515.43.04", "11.8": "520.61.05", "12.0": "525.60.13", "12.1": "530.30.02", "12.2": "535.54.03",
     "12.3": "545.23.06", "12.4": "550.54.14", "12.5": "555.42.02", "12.6": "560.28.03",
     "12.8": "570.26", "12.9": "575.51.03", "13.0": "580.65.06", "13.1": "590.44.01", "13.2": "595.45.04",
 }
+# The toolkits dlrig installs: 11.8 and newer (NVIDIA's apt repositories for the supported OSes).
+CUDA_MIN_DRIVER: dict[str, str] = {c: d for c, d in CUDA_RELEASE_MIN_DRIVER.items()
+                                   if tuple(map(int, c.split("."))) >= (11, 8)}
 # Minor-version compatibility (docs.nvidia.com/deploy/cuda-compatibility): a CUDA major family runs
 # (no PTX JIT of newer PTX) on any driver at or above the family floor. PyTorch wheels bundle their
 # CUDA runtime, so for torch only this floor matters.
@@ -299,13 +306,16 @@ def resolve(
         lowest = min(min(torch_arches(t, v)) for t, (_, _, vs) in TORCH.items() for v in vs)
         last = max(ceiling(g) for g in kepler)
         listed = " (NVIDIA's README lists it under the 470.xx legacy driver)" if all(g.last_branch for g in kepler) else ""
+        newest = max((c for c, d in CUDA_RELEASE_MIN_DRIVER.items() if _branch(d) <= last), key=_v)
         raise ResolveError(
             f"{_cards(gpus, lambda g: g.arch == 'kepler')} (Kepler, {sms}): the last driver branch for it is "
-            f"{last}{listed} and every torch build in dlrig's table (torch {min(TORCH, key=_v)}-{max(TORCH, key=_v)}) "
+            f"{last}{listed}, which runs CUDA <= {newest} toolkits at GA level, and every torch build in dlrig's table (torch {min(TORCH, key=_v)}-{max(TORCH, key=_v)}) "
             f"starts at sm_{lowest}, so none runs on it; torch builds that carried {sms} are older than dlrig's torch "
             "table and dlrig does not offer them; use a Maxwell-or-newer card or cpu_only=True")
     if cuda is not None:
         cuda = str(cuda)
+        if cuda in CUDA_RELEASE_MIN_DRIVER and cuda not in CUDA_MIN_DRIVER:
+            raise ResolveError(f"CUDA {cuda} is older than the toolkits dlrig installs; use one of {', '.join(CUDA_MIN_DRIVER)}")
         if cuda not in CUDA_MIN_DRIVER:
             raise ResolveError(f"CUDA {cuda} does not exist or is not in dlrig's table; use one of {', '.join(CUDA_MIN_DRIVER)}")
 

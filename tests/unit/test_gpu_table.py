@@ -192,3 +192,28 @@ def test_unknown_id_resolves_by_chip_with_a_note():
     (g,) = parse_lspci(["01:00.0 VGA compatible controller [0300]: NVIDIA Corporation AD102 [GeForce RTX 4090 X] [10de:26ff]"])
     r = resolve([g], "ubuntu-24.04")
     assert any("10de:26ff" in n and "tools/gpu_table.py" in n for n in r.notes)
+
+
+def test_cuda_driver_table_is_the_recorded_one():
+    """Every GA row of the recorded NVIDIA table is in the resolver's table, and nothing else."""
+    from dlrig.gpu.resolver import CUDA_RELEASE_MIN_DRIVER
+
+    text = (SOURCES / "cuda" / "toolkit-driver-versions.md").read_text()
+    ga: dict[str, str] = {}
+    for m in re.finditer(r"^\| CUDA (\d+\.\d+)(?:\.\d+)?(?: GA| \(\d+\.\d+\.\d+(?: general release, and updates)?\)|\.\d+)? \| >= ?([\d.]+) \|$",
+                         text, flags=re.M):
+        version, driver = m.group(1), m.group(2)
+        if "Update" in m.group(0) or "GA2" in m.group(0) or "RC" in m.group(0):
+            continue
+        ga.setdefault(version, driver)
+        ga[version] = min(ga[version], driver, key=lambda d: tuple(map(int, d.split("."))))
+    assert ga == CUDA_RELEASE_MIN_DRIVER
+    assert "12.7" not in ga
+
+
+def test_kepler_refusal_names_the_real_reasons():
+    with pytest.raises(ResolveError) as e:
+        resolve([lookup("Tesla K80")], "ubuntu-24.04")
+    msg = str(e.value)
+    for words in ("sm_37", "last driver branch for it is 470", "CUDA <= 11.4", "starts at sm_50", "cpu_only=True"):
+        assert words in msg, msg
