@@ -128,10 +128,15 @@ def _cuda_of(variant: str) -> str:
     return f"{digits[:2]}.{digits[2:]}"
 
 
-def flavor_for(arches: set[str], branch: int) -> str:
-    """open for Turing+ from branch 560 (and always on Blackwell), else proprietary."""
-    legacy = {a for a in arches if a not in OPEN_CAPABLE}
-    return "open" if not legacy and (branch >= OPEN_DEFAULT_FROM or arches & OPEN_REQUIRED) else "proprietary"
+def flavor_for(gpus: Sequence[GpuInfo], branch: int) -> str:
+    """open for Turing+ from branch 560 when NVIDIA's open modules list every card by then (always on
+    Blackwell, which needs them), else proprietary."""
+    arches = {g.arch for g in gpus}
+    if arches - OPEN_CAPABLE:
+        return "proprietary"
+    if arches & OPEN_REQUIRED:
+        return "open"
+    return "open" if branch >= OPEN_DEFAULT_FROM and all(floor(g, "open") <= branch for g in gpus) else "proprietary"
 
 
 def ceiling(g: GpuInfo) -> int:
@@ -345,14 +350,16 @@ def resolve(
     hi = min([hi] + [ceiling(g) for g in gpus])
     if driver_branch is not None:
         driver_branch = int(driver_branch)
-        pinned_flavor = flavor_for(arches, driver_branch)
+        pinned_flavor = flavor_for(gpus, driver_branch)
         for g in gpus:
             if driver_branch <= hi and not supports(g, driver_branch, pinned_flavor):
                 fl = floor(g, pinned_flavor)
                 if fl < 10_000:
                     fix = f"use driver_branch {fl} or newer"
-                else:  # proprietary pin of a card only the open modules serve: the open floor
-                    fix = f"use driver_branch {max(g.open_floor or 0, OPEN_DEFAULT_FROM)} or newer (open modules)"
+                elif pinned_flavor == "open":  # no open list names it, and another card needs open modules
+                    fix = "it needs the proprietary modules: put it in another machine than the open-only cards"
+                else:
+                    fix = "put it in another machine"
                 raise ResolveError(f"driver {driver_branch} ({pinned_flavor} modules) does not support it: "
                                    f"{_support_why(g, driver_branch, pinned_flavor)}; {fix}")
         if driver_branch > hi:
@@ -379,16 +386,16 @@ def resolve(
                 raise ResolveError(f"driver_source {source!r} is not available on {os}; use one of {', '.join(ok)}")
             continue
         fits = [b for b in offered if lo <= b <= hi
-                and all(supports(g, b, flavor_for(arches, b)) for g in gpus)]
+                and all(supports(g, b, flavor_for(gpus, b)) for g in gpus)]
         if not fits:
             if driver_source:
                 want = f"branch {lo}" if lo == hi else f"a branch in {lo}-{hi if hi < 10_000 else 'newest'}"
                 bad = [(g, b) for b in offered for g in gpus
-                       if lo <= b <= hi and not supports(g, b, flavor_for(arches, b))]
+                       if lo <= b <= hi and not supports(g, b, flavor_for(gpus, b))]
                 if bad:
-                    want += f" that supports the cards ({_support_why(bad[0][0], bad[0][1], flavor_for(arches, bad[0][1]))})"
+                    want += f" that supports the cards ({_support_why(bad[0][0], bad[0][1], flavor_for(gpus, bad[0][1]))})"
                 others = [s for s in SOURCES if s != source and any(
-                    lo <= b <= hi and all(supports(g, b, flavor_for(arches, b)) for g in gpus)
+                    lo <= b <= hi and all(supports(g, b, flavor_for(gpus, b)) for g in gpus)
                     for b in SOURCE_BRANCHES[s].get(os, ()))]
                 alt = f"; use driver_source {others[0]!r}" if others else ""
                 raise ResolveError(
@@ -403,20 +410,23 @@ def resolve(
             own = distro_drivers().get(os) if first == "debian" else None
             why = ""
             for b in offered0:
-                bad = [g for g in gpus if lo <= b <= hi and not supports(g, b, flavor_for(arches, b))]
+                bad = [g for g in gpus if lo <= b <= hi and not supports(g, b, flavor_for(gpus, b))]
                 if bad:
-                    why = f": {_support_why(bad[0], b, flavor_for(arches, b))}"
+                    why = f": {_support_why(bad[0], b, flavor_for(gpus, b))}"
                     break
             what = f"{os}'s own nvidia-driver {own}" if own else \
                 f"{first} source ({', '.join(map(str, offered0))})"
             notes.append(f"{what} offers no fitting branch{why}; using NVIDIA's repository")
-        flavor = flavor_for(arches, branch)
+        flavor = flavor_for(gpus, branch)
+        if flavor == "proprietary" and branch >= OPEN_DEFAULT_FROM and not legacy:
+            notes.append(f"proprietary kernel modules: NVIDIA's open-gpu-kernel-modules lists "
+                         f"{_cards(gpus, lambda g: floor(g, 'open') > branch)} only from a later branch or not at all")
         driver = Driver(branch, flavor, source, dkms=source != "ubuntu")
         break
     if driver is None:
         offered = sorted({b for src in SOURCES for b in SOURCE_BRANCHES[src].get(os, ()) if lo <= b <= hi})
-        why = next((_support_why(g, b, flavor_for(arches, b)) for b in offered for g in gpus
-                    if not supports(g, b, flavor_for(arches, b))), "")
+        why = next((_support_why(g, b, flavor_for(gpus, b)) for b in offered for g in gpus
+                    if not supports(g, b, flavor_for(gpus, b))), "")
         raise ResolveError(f"no driver source on {os} offers a branch in {lo}-{hi} that supports these cards"
                            f"{' (' + why + ')' if why else ''}; check driver_branch and cuda_version")
     for g in gpus:

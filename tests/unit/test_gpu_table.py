@@ -217,3 +217,13 @@ def test_kepler_refusal_names_the_real_reasons():
     msg = str(e.value)
     for words in ("sm_37", "last driver branch for it is 470", "CUDA <= 11.4", "starts at sm_50", "cpu_only=True"):
         assert words in msg, msg
+
+
+def test_card_no_open_list_names_gets_the_proprietary_modules():
+    g = lookup("10de:20b1")  # A100 PCIe 40GB: in the proprietary READMEs, in no open-gpu-kernel-modules README
+    assert g.open_floor is None and g.driver_floor is not None
+    r = resolve([g], "ubuntu-24.04")
+    assert (r.driver.branch, r.driver.flavor) == (580, "proprietary")
+    assert any("open-gpu-kernel-modules" in n for n in r.notes)
+    with pytest.raises(ResolveError, match="needs the proprietary modules: put it in another machine"):
+        resolve([g, lookup("RTX 5090")], "ubuntu-24.04", driver_branch=580)
