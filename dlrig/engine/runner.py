@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlrig.engine.launch import python_module
+
 
 @dataclass
 class Change:
@@ -128,7 +130,7 @@ def pyinfra_command(
     """The pyinfra command line. ``data`` values go as JSON, which pyinfra's ``--data`` decodes
     (strings stay strings, lists stay lists, None stays None)."""
     # --dry without -y: pyinfra skips its change detection under -y, and --dry never prompts.
-    cmd = [sys.executable, "-m", "pyinfra", inventory, deploy_file, "--json"]
+    cmd = python_module("pyinfra", inventory, deploy_file, "--json")
     cmd.append("--dry" if dry else "-y")
     for key, value in (data or {}).items():
         cmd += ["--data", f"{key}={json.dumps(value)}"]
