@@ -173,3 +173,34 @@ def _last_json_object(stdout: str) -> dict | None:
         return json.loads(stdout)
     except json.JSONDecodeError:
         return None
+
+
+# --- per-host status: what a summary says about each host ---------------------------------
+
+CONVERGED, CHANGES, UNREACHABLE, FAILED = "converged", "changes", "unreachable", "failed"
+
+
+def host_status(result: RunResult, hosts: list[str], *, dry: bool) -> dict[str, tuple[str, list[str]]]:
+    """Per host: (``converged`` | ``changes`` | ``unreachable`` | ``failed``, the lines that say why).
+
+    A dry run counts planned changes, a real one changed operations; a host never reached is
+    ``unreachable`` (with the connect error), never "0 changes"."""
+    summary = result.summary(hosts)
+    planned = {c.host for c in result.changes()} if dry else set()
+    out = {}
+    for name in hosts:
+        s = summary.get(name, HostSummary())
+        if not s.reachable:
+            out[name] = (UNREACHABLE, connect_errors(s.errors) or s.errors[-3:])
+        elif s.failed:
+            out[name] = (FAILED, s.errors[-3:])
+        elif (name in planned) if dry else s.changed:
+            out[name] = (CHANGES, [])
+        else:
+            out[name] = (CONVERGED, [])
+    return out
+
+
+def connect_errors(lines: list[str]) -> list[str]:
+    """pyinfra's lines about a failed connection (``Could not connect (...)`` and the like)."""
+    return [line for line in lines if "connect" in line.lower() or "authentication" in line.lower()][-2:]
