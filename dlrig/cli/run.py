@@ -100,10 +100,7 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             sys.exit(0)
         click.confirm("Apply these changes?", abort=True)
 
-    result = run_pyinfra(
-        pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose),
-        show_progress=not as_json,
-    )
+    result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json)
     summary = result.summary([h.name for h in hosts])
     status = host_status(result, [h.name for h in hosts], dry=False)
     all_ok = result.returncode == 0 and all(s.ok for s in summary.values())
@@ -127,7 +124,31 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             for line in why or s.errors[-3:]:
                 click.echo(f"{'':24} {line}")
     echo_tunnel_hints(hosts, summary, as_json)
+    click.echo(f"log: {log_path}", err=True)
     sys.exit(0 if all_ok else 1)
+
+
+def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as_json: bool):
+    """Run the apply; one line per role on stderr (pyinfra's own output with -v; nothing with
+    --json) and every line of pyinfra's output in a log file, whose path is printed even when
+    dlrig stops on an exception."""
+    from dlrig.cli.progress import RoleProgress, new_log
+
+    roles = sorted({r for h in hosts for r in parse_roles(effective_data(h.data).get("dlrig_roles"))},
+                   key=parse_roles(None).index)
+    log_path, log = new_log("apply")
+    cmd = pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose)
+    log.write(f"$ dlrig apply {inventory}\n# pyinfra: {' '.join(cmd[:2])} ... {' '.join(cmd[4:])}\n")
+    progress = RoleProgress(roles, log=log, raw=bool(verbose), quiet=as_json)
+    try:
+        result = run_pyinfra(cmd, show_progress=progress)
+        log.write("\n# pyinfra's JSON results\n" + json.dumps({"results": result.results}) + "\n")
+    except BaseException:
+        click.echo(f"log: {log_path}", err=True)
+        raise
+    finally:
+        log.close()
+    return result, log_path
 
 
 @click.command()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from dlrig.engine.launch import python_module
 
@@ -139,8 +139,9 @@ def pyinfra_command(
     return cmd
 
 
-def run_pyinfra(cmd: list[str], *, show_progress: bool) -> RunResult:
-    """Run pyinfra; its progress (stderr) is kept and, with ``show_progress``, shown as it comes."""
+def run_pyinfra(cmd: list[str], *, show_progress: bool | Callable[[str], None]) -> RunResult:
+    """Run pyinfra; its progress (stderr) is kept and, with ``show_progress``, shown as it comes
+    (a callable gets each line instead: a condensed view, a log file)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     stdout_chunks: list[str] = []
@@ -149,7 +150,9 @@ def run_pyinfra(cmd: list[str], *, show_progress: bool) -> RunResult:
     stderr_lines = []
     for line in proc.stderr:
         stderr_lines.append(line)
-        if show_progress:
+        if callable(show_progress):
+            show_progress(line)
+        elif show_progress:
             sys.stderr.write(line)
             sys.stderr.flush()
     returncode = proc.wait()

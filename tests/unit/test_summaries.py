@@ -65,3 +65,44 @@ def test_doctor_shows_the_connect_error(inventory, tmp_path):
     r = dlrig("doctor", str(only_dead))
     assert r.returncode == 1
     assert f"  unreachable: Could not connect ([Errno None] Unable to connect to port {port} on 127.0.0.1)" in r.stdout
+
+
+def test_apply_writes_its_full_log_and_prints_the_path_also_on_failure(inventory, tmp_path):
+    inv, port = inventory
+    only_dead = tmp_path / "dead.py"
+    only_dead.write_text(inv.read_text().replace('("@local", {}), ', ""))
+    state = tmp_path / "state"
+    r = subprocess.run([sys.executable, "-m", "dlrig", "apply", str(only_dead), "--roles", "base", "--yes"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env={**__import__("os").environ, "XDG_STATE_HOME": str(state)})
+    assert r.returncode == 1
+    (log,) = (state / "dlrig" / "logs").glob("apply-*.log")
+    assert r.stderr.strip().splitlines()[-1] == f"log: {log}"
+    text = log.read_text()
+    assert "--> Connecting to hosts..." in text  # pyinfra's own output, in full
+    assert f"Unable to connect to port {port} on 127.0.0.1" in text
+    assert "dead" in r.stdout and "unreachable" in r.stdout
+
+
+def test_role_progress_prints_one_line_per_role_with_count_and_elapsed_time(tmp_path, capsys):
+    """Real pyinfra output (a harmless deploy of `true` commands on @local) read by RoleProgress."""
+    from dlrig.cli.progress import RoleProgress
+    from dlrig.engine.runner import pyinfra_command, run_pyinfra
+
+    deploy = tmp_path / "deploy.py"
+    deploy.write_text(
+        "from pyinfra.api import deploy\nfrom pyinfra.operations import server\n"
+        "@deploy('alpha')\ndef a():\n    server.shell(name='one', commands=['true'])\n"
+        "    server.shell(name='two', commands=['true'])\n"
+        "@deploy('beta')\ndef b():\n    server.shell(name='three', commands=['true'])\n"
+        "a()\nb()\n")
+    log = (tmp_path / "log").open("w")
+    result = run_pyinfra(pyinfra_command("@local", str(deploy), dry=False),
+                         show_progress=RoleProgress(["alpha", "beta"], log=log))
+    log.close()
+    assert result.returncode == 0
+    lines = capsys.readouterr().err.splitlines()
+    roles = [line for line in lines if line.startswith("[")]
+    assert [line.split(" (")[0] for line in roles] == ["[1/2] alpha", "[2/2] beta"]
+    assert all(line.endswith(" elapsed)") for line in roles)
+    assert "Starting operation: beta | three" in (tmp_path / "log").read_text()
