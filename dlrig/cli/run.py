@@ -29,9 +29,11 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
     """Show what apply would change (a pyinfra dry run); changes nothing."""
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
     result = run_pyinfra(
-        pyinfra_command(inventory, deploy_file(), dry=True, data=pyinfra_data, verbose=verbose),
+        pyinfra_command(inventory, deploy_file(), dry=True, data={**pyinfra_data, jupyter.PLAN_ONLY: True},
+                        verbose=verbose),
         show_progress=not as_json,
     )
+    notes = apply_needs(hosts)
     changes = result.changes()
     conditional = result.changes(conditional=True)
     status = host_status(result, [h.name for h in hosts], dry=True)
@@ -42,6 +44,7 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
             "status": {name: st for name, (st, _) in status.items()},
             "changes": [c.as_json() for c in changes],
             "conditional": [c.as_json() for c in conditional],
+            "notes": notes,
             "ok": ok,
         }
         if not ok:
@@ -50,9 +53,23 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
         click.echo(json.dumps(payload))
     else:
         _print_plan(hosts, changes, conditional, status)
+        for note in notes:
+            click.echo(f"note: {note}")
         if not ok:
             click.echo("dlrig: pyinfra failed; see its output above", err=True)
     sys.exit(0 if ok else 1)
+
+
+def apply_needs(hosts: list) -> list[str]:
+    """What plan can see that apply will need and the inventory lacks (plan itself never refuses)."""
+    out = []
+    for h in hosts:
+        data = effective_data(h.data)
+        if "jupyter" in parse_roles(data.get("dlrig_roles")) and not data.get("jupyter_password_hash"):
+            out.append(f"{h.name}: jupyter_password_hash is not set: apply needs one unless the host already "
+                       "holds one (~/.jupyter/jupyter_server_config.py); set it with `dlrig init` or "
+                       "`dlrig apply --jupyter-password-prompt`")
+    return out
 
 
 def _print_plan(hosts, changes, conditional, status=None) -> None:

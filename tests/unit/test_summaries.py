@@ -106,3 +106,14 @@ def test_role_progress_prints_one_line_per_role_with_count_and_elapsed_time(tmp_
     assert [line.split(" (")[0] for line in roles] == ["[1/2] alpha", "[2/2] beta"]
     assert all(line.endswith(" elapsed)") for line in roles)
     assert "Starting operation: beta | three" in (tmp_path / "log").read_text()
+
+
+def test_plan_without_a_jupyter_hash_reports_that_apply_needs_one():
+    """Planning the jupyter role needs no hash: plan says apply will need one (here the jupyter
+    role's own refusal of a missing pytorch environment is what fails; never the hash)."""
+    r = dlrig("plan", "@local", "--roles", "jupyter", "--data", "cpu_only=true", "--json")
+    out = json.loads(r.stdout)
+    assert out["notes"] == ["@local: jupyter_password_hash is not set: apply needs one unless the host already "
+                            "holds one (~/.jupyter/jupyter_server_config.py); set it with `dlrig init` or "
+                            "`dlrig apply --jupyter-password-prompt`"]
+    assert "jupyter_password_hash is not set and" not in out.get("error", "")
