@@ -117,3 +117,18 @@ def test_plan_without_a_jupyter_hash_reports_that_apply_needs_one():
                             "holds one (~/.jupyter/jupyter_server_config.py); set it with `dlrig init` or "
                             "`dlrig apply --jupyter-password-prompt`"]
     assert "jupyter_password_hash is not set and" not in out.get("error", "")
+
+
+def test_owner_without_user_in_the_environment_is_the_login_user():
+    """$USER unset (cron, env -i): the owner is `id -un`'s answer, never '' (which gave /home//)."""
+    import getpass
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME")}
+    r = subprocess.run([sys.executable, "-m", "dlrig", "plan", "@local", "--roles", "jupyter", "--data",
+                        "cpu_only=true", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    errors = " ".join(json.loads(r.stdout)["errors"]["@local"])
+    me = getpass.getuser()
+    home = "/root" if me == "root" else f"/home/{me}"
+    assert "/home//" not in errors
+    assert f"no environment at {home}/miniforge3/envs/dl" in errors
