@@ -54,6 +54,10 @@ _PASSWORD_FIX = ("set jupyter_password_hash (python -c 'from jupyter_server.auth
                  "or run `dlrig apply --jupyter-password-prompt`")
 
 
+# Data that `dlrig plan` sends pyinfra (a dry run): a missing password hash is not a refusal there.
+PLAN_ONLY = "dlrig_plan_only"
+
+
 def installed_hash(lines: list[str] | None) -> str | None:
     """The password hash in an installed jupyter_server_config.py (FindInFile lines), or None."""
     for line in lines or []:
@@ -73,7 +77,9 @@ def jupyter():
     password_hash = setting("jupyter_password_hash") or installed_hash(
         host.get_fact(FindInFile, path=config_path, pattern="hashed_password"))
     if not password_hash:
-        raise DeployError(f"jupyter_password_hash is not set and {config_path} holds none: {_PASSWORD_FIX}")
+        if not host.data.get(PLAN_ONLY):
+            raise DeployError(f"jupyter_password_hash is not set and {config_path} holds none: {_PASSWORD_FIX}")
+        password_hash = "(set before apply)"  # `dlrig plan` plans on; its report says apply needs a hash
     root_dir = setting("jupyter_root_dir") or home
     if root_dir != home and not host.get_fact(Directory, path=root_dir):
         raise DeployError(f"jupyter_root_dir {root_dir} does not exist on the host: mount or create it first")

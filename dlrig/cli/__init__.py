@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from dlrig import __version__
-from dlrig.cli import demo, resolve, run, verify
+from dlrig.cli import demo, init, resolve, run, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +17,6 @@ def main() -> None:
     """Turn a fresh Ubuntu box into a verified deep-learning workstation, repeatably."""
 
 
-for _command in (run.plan, run.apply, run.check, run.settings, demo.demo, resolve.resolve, resolve.doctor,
+for _command in (init.init, run.plan, run.apply, run.check, run.settings, demo.demo, resolve.resolve, resolve.doctor,
                  verify.verify, verify.bench):
     main.add_command(_command)

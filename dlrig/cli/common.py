@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 import sys
 from typing import Any, Callable
 
@@ -25,17 +26,26 @@ def fail(err: UserError | str | list[str]) -> None:
 
 
 def parse_data(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``--data key=value`` pairs; values read as Python literals when they are one."""
+    """``--data key=value`` pairs; a value is read as a Python literal (``True``, ``[1, 2]``), else as
+    JSON (``true``, ``null``: pyinfra's own ``--data`` is JSON), else kept as a string."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UserError(f"--data {pair!r}: use KEY=VALUE, e.g. --data jupyter_port=8890")
-        try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
+        out[key] = _literal(raw)
     return out
+
+
+def _literal(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def prepare(inventory: str, roles: str | None, data: tuple[str, ...]):

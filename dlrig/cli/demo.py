@@ -23,7 +23,9 @@ DEMO_ROLES = "base,ssh,power,unattended_upgrades"
 
 
 def _dlrig(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dlrig", *args], text=True,
+    from dlrig.engine.launch import python_module
+
+    return subprocess.run(python_module("dlrig", *args), text=True,
                           stdout=subprocess.PIPE if capture else None)
 
 

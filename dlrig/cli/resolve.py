@@ -78,7 +78,7 @@ def _print_resolution(j: dict, indent: str = "") -> None:
 def doctor(inventory: str, data: tuple[str, ...], as_json: bool) -> None:
     """Per host: OS, kernel, GPUs, Secure Boot, loaded/installed driver, free disk, and the resolved plan."""
     from dlrig.engine.inventory import UserError, load_inventory, validate
-    from dlrig.engine.runner import pyinfra_command
+    from dlrig.engine.runner import connect_errors, parse_progress, pyinfra_command
 
     try:
         override = common.parse_data(data)
@@ -90,10 +90,13 @@ def doctor(inventory: str, data: tuple[str, ...], as_json: bool) -> None:
         cmd = pyinfra_command(inventory, deploy_file("doctor"), dry=True, data={**override, "dlrig_doctor_out": out})
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         reports = {}
+        progress = parse_progress(proc.stderr, [h.name for h in hosts])
         for h in hosts:
             f = Path(out) / report_name(h.name)
+            why = connect_errors(progress[h.name].errors) if h.name in progress else []
             reports[h.name] = json.loads(f.read_text()) if f.exists() else {
-                "reachable": False, "error": _tail(proc.stderr) or "no facts collected (unreachable?)"}
+                "reachable": False,
+                "error": " | ".join(why) or _tail(proc.stderr) or "no facts collected (unreachable?)"}
     ok = all(r.get("reachable", True) and "error" not in r for r in reports.values())
     if as_json:
         click.echo(json.dumps({"hosts": reports, "ok": ok}))

@@ -15,7 +15,7 @@ from dlrig.deploys import deploy_file
 from dlrig.engine.catalogue import parse_roles
 from dlrig.engine.inventory import UserError
 from dlrig.engine.preflight import effective_data
-from dlrig.engine.runner import pyinfra_command, run_pyinfra
+from dlrig.engine.runner import FAILED, UNREACHABLE, host_status, pyinfra_command, run_pyinfra
 from dlrig.roles import jupyter
 
 
@@ -29,32 +29,56 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
     """Show what apply would change (a pyinfra dry run); changes nothing."""
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
     result = run_pyinfra(
-        pyinfra_command(inventory, deploy_file(), dry=True, data=pyinfra_data, verbose=verbose),
+        pyinfra_command(inventory, deploy_file(), dry=True, data={**pyinfra_data, jupyter.PLAN_ONLY: True},
+                        verbose=verbose),
         show_progress=not as_json,
     )
+    notes = apply_needs(hosts)
     changes = result.changes()
     conditional = result.changes(conditional=True)
-    ok = result.returncode == 0
+    status = host_status(result, [h.name for h in hosts], dry=True)
+    ok = result.returncode == 0 and not any(st in (UNREACHABLE, FAILED) for st, _ in status.values())
     if as_json:
         payload = {
             "hosts": [h.name for h in hosts],
+            "status": {name: st for name, (st, _) in status.items()},
             "changes": [c.as_json() for c in changes],
             "conditional": [c.as_json() for c in conditional],
+            "notes": notes,
             "ok": ok,
         }
         if not ok:
             payload["error"] = common.tail(result.stderr)
+            payload["errors"] = {name: why for name, (_, why) in status.items() if why}
         click.echo(json.dumps(payload))
     else:
-        _print_plan(hosts, changes, conditional)
+        _print_plan(hosts, changes, conditional, status)
+        for note in notes:
+            click.echo(f"note: {note}")
         if not ok:
             click.echo("dlrig: pyinfra failed; see its output above", err=True)
     sys.exit(0 if ok else 1)
 
 
-def _print_plan(hosts, changes, conditional) -> None:
+def apply_needs(hosts: list) -> list[str]:
+    """What plan can see that apply will need and the inventory lacks (plan itself never refuses)."""
+    out = []
+    for h in hosts:
+        data = effective_data(h.data)
+        if "jupyter" in parse_roles(data.get("dlrig_roles")) and not data.get("jupyter_password_hash"):
+            out.append(f"{h.name}: jupyter_password_hash is not set: apply needs one unless the host already "
+                       "holds one (~/.jupyter/jupyter_server_config.py); set it with `dlrig init` or "
+                       "`dlrig apply --jupyter-password-prompt`")
+    return out
+
+
+def _print_plan(hosts, changes, conditional, status=None) -> None:
     click.echo("")
     for h in hosts:
+        st, why = (status or {}).get(h.name, (None, []))
+        if st in (UNREACHABLE, FAILED):
+            click.echo(f"{h.name}: {st}: " + (" | ".join(why) or "see pyinfra's output above"))
+            continue
         mine = [c for c in changes if c.host == h.name]
         maybe = [c for c in conditional if c.host == h.name]
         click.echo(f"{h.name}: {len(mine)} change(s)" + (f", {len(maybe)} conditional" if maybe else ""))
@@ -86,23 +110,23 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
         if planned.returncode != 0:
             click.echo(planned.stderr, err=True)
             sys.exit(1)
-        _print_plan(hosts, planned.changes(), planned.changes(conditional=True))
+        _print_plan(hosts, planned.changes(), planned.changes(conditional=True),
+                    host_status(planned, [h.name for h in hosts], dry=True))
         if not planned.changes():
             click.echo("Nothing to change.")
             sys.exit(0)
         click.confirm("Apply these changes?", abort=True)
 
-    result = run_pyinfra(
-        pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose),
-        show_progress=not as_json,
-    )
+    result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json)
     summary = result.summary([h.name for h in hosts])
+    status = host_status(result, [h.name for h in hosts], dry=False)
     all_ok = result.returncode == 0 and all(s.ok for s in summary.values())
     reboots = after_apply(inventory, result.results, reboot, quiet=as_json)
     all_ok = all_ok and not any(v.startswith("reboot failed") for v in reboots.values())
     if as_json:
         click.echo(json.dumps({
-            "hosts": {name: {"changed": s.changed, "unchanged": s.unchanged, "failed": s.failed,
+            "hosts": {name: {"status": status[name][0], "changed": s.changed, "unchanged": s.unchanged,
+                             "failed": s.failed,
                              "reachable": s.reachable, "ok": s.ok, "errors": s.errors}
                       for name, s in summary.items()},
             "reboot": reboots,
@@ -112,12 +136,36 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
         click.echo("")
         click.echo(f"{'host':24} {'changed':>8} {'unchanged':>10} {'failed':>7}  status")
         for name, s in summary.items():
-            status = "ok" if s.ok else ("unreachable" if not s.reachable else "FAILED")
-            click.echo(f"{name:24} {s.changed:>8} {s.unchanged:>10} {s.failed:>7}  {status}")
-            for line in s.errors[-3:]:
+            st, why = status[name]
+            click.echo(f"{name:24} {s.changed:>8} {s.unchanged:>10} {s.failed:>7}  {st}")
+            for line in why or s.errors[-3:]:
                 click.echo(f"{'':24} {line}")
     echo_tunnel_hints(hosts, summary, as_json)
+    click.echo(f"log: {log_path}", err=True)
     sys.exit(0 if all_ok else 1)
+
+
+def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as_json: bool):
+    """Run the apply; one line per role on stderr (pyinfra's own output with -v; nothing with
+    --json) and every line of pyinfra's output in a log file, whose path is printed even when
+    dlrig stops on an exception."""
+    from dlrig.cli.progress import RoleProgress, new_log
+
+    roles = sorted({r for h in hosts for r in parse_roles(effective_data(h.data).get("dlrig_roles"))},
+                   key=parse_roles(None).index)
+    log_path, log = new_log("apply")
+    cmd = pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose)
+    log.write(f"$ dlrig apply {inventory}\n# pyinfra: {' '.join(cmd[:2])} ... {' '.join(cmd[4:])}\n")
+    progress = RoleProgress(roles, log=log, raw=bool(verbose), quiet=as_json)
+    try:
+        result = run_pyinfra(cmd, show_progress=progress)
+        log.write("\n# pyinfra's JSON results\n" + json.dumps({"results": result.results}) + "\n")
+    except BaseException:
+        click.echo(f"log: {log_path}", err=True)
+        raise
+    finally:
+        log.close()
+    return result, log_path
 
 
 @click.command()

@@ -25,6 +25,18 @@ class DpkgAudit(FactBase):
 
 
 
+class LoginUser(FactBase):
+    """Who the connection runs as (``id -un``): pyinfra's ``User`` fact echoes ``$USER``, which is
+    unset under cron, ``env -i`` and some sudo setups (and then gave ``/home//``)."""
+
+    def command(self) -> str:
+        return "id -un"
+
+    def process(self, output):
+        return output[0].strip() if output else None
+
+
+
 # ---- remote access and dual boot (roles ssh, firewall, power, dualboot) ----------------------
 
 

@@ -15,6 +15,7 @@ def setting(key: str):
 def owner() -> str:
     """The rig's owner: ``workstation_user``, else the SSH login user, else who pyinfra runs as."""
     from pyinfra import host
-    from pyinfra.facts.server import User
 
-    return setting("workstation_user") or host.data.get("ssh_user") or host.get_fact(User, _sudo=False)
+    from dlrig.engine.facts import LoginUser
+
+    return setting("workstation_user") or host.data.get("ssh_user") or host.get_fact(LoginUser, _sudo=False)

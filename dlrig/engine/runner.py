@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+from dlrig.engine.launch import python_module
 
 
 @dataclass
@@ -128,7 +130,7 @@ def pyinfra_command(
     """The pyinfra command line. ``data`` values go as JSON, which pyinfra's ``--data`` decodes
     (strings stay strings, lists stay lists, None stays None)."""
     # --dry without -y: pyinfra skips its change detection under -y, and --dry never prompts.
-    cmd = [sys.executable, "-m", "pyinfra", inventory, deploy_file, "--json"]
+    cmd = python_module("pyinfra", inventory, deploy_file, "--json")
     cmd.append("--dry" if dry else "-y")
     for key, value in (data or {}).items():
         cmd += ["--data", f"{key}={json.dumps(value)}"]
@@ -137,8 +139,9 @@ def pyinfra_command(
     return cmd
 
 
-def run_pyinfra(cmd: list[str], *, show_progress: bool) -> RunResult:
-    """Run pyinfra; its progress (stderr) is kept and, with ``show_progress``, shown as it comes."""
+def run_pyinfra(cmd: list[str], *, show_progress: bool | Callable[[str], None]) -> RunResult:
+    """Run pyinfra; its progress (stderr) is kept and, with ``show_progress``, shown as it comes
+    (a callable gets each line instead: a condensed view, a log file)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     stdout_chunks: list[str] = []
@@ -147,7 +150,9 @@ def run_pyinfra(cmd: list[str], *, show_progress: bool) -> RunResult:
     stderr_lines = []
     for line in proc.stderr:
         stderr_lines.append(line)
-        if show_progress:
+        if callable(show_progress):
+            show_progress(line)
+        elif show_progress:
             sys.stderr.write(line)
             sys.stderr.flush()
     returncode = proc.wait()
@@ -171,3 +176,34 @@ def _last_json_object(stdout: str) -> dict | None:
         return json.loads(stdout)
     except json.JSONDecodeError:
         return None
+
+
+# --- per-host status: what a summary says about each host ---------------------------------
+
+CONVERGED, CHANGES, UNREACHABLE, FAILED = "converged", "changes", "unreachable", "failed"
+
+
+def host_status(result: RunResult, hosts: list[str], *, dry: bool) -> dict[str, tuple[str, list[str]]]:
+    """Per host: (``converged`` | ``changes`` | ``unreachable`` | ``failed``, the lines that say why).
+
+    A dry run counts planned changes, a real one changed operations; a host never reached is
+    ``unreachable`` (with the connect error), never "0 changes"."""
+    summary = result.summary(hosts)
+    planned = {c.host for c in result.changes()} if dry else set()
+    out = {}
+    for name in hosts:
+        s = summary.get(name, HostSummary())
+        if not s.reachable:
+            out[name] = (UNREACHABLE, connect_errors(s.errors) or s.errors[-3:])
+        elif s.failed:
+            out[name] = (FAILED, s.errors[-3:])
+        elif (name in planned) if dry else s.changed:
+            out[name] = (CHANGES, [])
+        else:
+            out[name] = (CONVERGED, [])
+    return out
+
+
+def connect_errors(lines: list[str]) -> list[str]:
+    """pyinfra's lines about a failed connection (``Could not connect (...)`` and the like)."""
+    return [line for line in lines if "connect" in line.lower() or "authentication" in line.lower()][-2:]

@@ -263,8 +263,10 @@ def parse_results(host: str, lines: Iterable[str]) -> list[CheckResult]:
 # ------------------------------------------------------------------------------- running
 
 def pytest_command(target: Target, ini: Path) -> list[str]:
+    from dlrig.engine.launch import python_module
+
     cmd = [
-        sys.executable, "-m", "pytest", str(CHECKS_DIR),
+        *python_module("pytest"), str(CHECKS_DIR),
         "-p", "dlrig.verify.plugin", "-p", "no:cacheprovider", "-p", "no:benchmark",
         "-c", str(ini), "--rootdir", str(CHECKS_DIR), "--confcutdir", str(CHECKS_DIR),
         "-q", "--no-header", "-rN", "--tb=no", "-o", "console_output_style=classic",

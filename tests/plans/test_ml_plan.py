@@ -127,3 +127,6 @@ def test_without_a_hash_the_installed_password_is_kept_else_refused():
     assert f'hashed_password = "{HASH}"' in cfg
     with pytest.raises(DeployError, match="jupyter_password_hash is not set .* --jupyter-password-prompt"):
         plan([fake_host("rig", "debian-12", ssh_user="alice", cpu_only=True)], ROLES)
+    # `dlrig plan` (dlrig_plan_only) plans on without a hash; apply (without it) refuses as above.
+    planned = plan([fake_host("rig", "debian-12", ssh_user="alice", cpu_only=True, dlrig_plan_only=True)], ROLES)
+    assert any(c.startswith("UPLOAD /home/alice/.jupyter/") for o in planned["rig"] for c in o["commands"])

@@ -68,7 +68,7 @@ def test_vagrantfile_validates():
 def test_readme_starts_with_the_two_newcomer_commands():
     lines = [l for l in (ROOT / "README.md").read_text().splitlines() if l.strip()]
     assert lines[1] == "```sh" and lines[4] == "```"
-    assert lines[2].endswith("pip install . && dlrig demo")
+    assert lines[2].endswith("pipx install . && ~/.local/bin/dlrig demo")
     assert lines[3].startswith("bash .ci/run")
     ci = (ROOT / ".ci/run").read_text()
     assert "\npython3 -m pytest\n" in ci and "python3 -m pytest" in lines[3]

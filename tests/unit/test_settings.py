@@ -11,6 +11,8 @@ import pytest
 
 from dlrig.engine.settings import Setting, registry, validate_host_data
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
+
 
 def test_every_setting_has_help_and_a_valid_default():
     for key, s in registry().items():
@@ -155,3 +157,15 @@ def test_apply_without_yes_and_without_a_terminal_refuses():
     r = subprocess.run([sys.executable, "-m", "dlrig.cli", "apply", "@local", "--roles", "base"],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and "add --yes" in r.stderr
+
+
+@pytest.mark.parametrize("raw", ["true", "True"])
+def test_data_accepts_json_and_python_literals_alike(raw):
+    """pyinfra's own --data is JSON (`true`), Python users write `True`: both mean the bool."""
+    r = _dlrig("check", "inventories/example.py", "--data", f"cpu_only={raw}", "--data", "dlrig_roles=null",
+               cwd=ROOT_DIR)
+    assert r.returncode == 0, r.stderr
+    from dlrig.cli.common import parse_data
+
+    assert parse_data((f"cpu_only={raw}", "driver_gpus=[\"10de:1e84\"]", "env_name=dl", "x=null")) == {
+        "cpu_only": True, "driver_gpus": ["10de:1e84"], "env_name": "dl", "x": None}

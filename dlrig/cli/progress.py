@@ -1,0 +1,83 @@
+"""What a person sees during an hour-long apply: one line per role with a running count and the
+elapsed time (pyinfra's raw output with -v), and the full log of every apply kept on disk."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import click
+
+_START = re.compile(r"^--> Starting operation: (?P<name>.*?)\s*$")
+_HOST_LINE = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?P<text>.*)$")
+
+
+def log_dir() -> Path:
+    """``$XDG_STATE_HOME/dlrig/logs`` (default ``~/.local/state/dlrig/logs``)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "dlrig" / "logs"
+
+
+def new_log(command: str) -> tuple[Path, IO[str]]:
+    """A fresh log file for one run of ``command`` (``apply-20260101-120000.log``) and its handle."""
+    folder = log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{command}-{stamp}.log"
+    n = 1
+    while path.exists():
+        n += 1
+        path = folder / f"{command}-{stamp}-{n}.log"
+    return path, path.open("w", encoding="utf-8")
+
+
+class RoleProgress:
+    """Reads pyinfra's progress lines; prints ``[2/5] ssh (1:02 elapsed)`` when a role starts, and
+    the lines that say something went wrong. Every line goes to ``log`` as it comes."""
+
+    def __init__(self, roles: list[str], log: IO[str] | None = None, raw: bool = False,
+                 quiet: bool = False) -> None:
+        self.roles = roles
+        self.quiet = quiet
+        self.log = log
+        self.raw = raw
+        self.started = time.monotonic()
+        self.seen: list[str] = []
+
+    def elapsed(self) -> str:
+        m, s = divmod(int(time.monotonic() - self.started), 60)
+        return f"{m}:{s:02d}"
+
+    def __call__(self, line: str) -> None:
+        if self.log is not None:
+            self.log.write(line)
+            self.log.flush()
+        if self.quiet:
+            return
+        if self.raw:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            return
+        text = line.rstrip("\n")
+        m = _START.match(text)
+        if m:
+            role = m["name"].partition(" | ")[0] if " | " in m["name"] else ""
+            if role and role not in self.seen:
+                self.seen.append(role)
+                total = max(len(self.roles), len(self.seen))
+                click.echo(f"[{len(self.seen)}/{total}] {role} ({self.elapsed()} elapsed)", err=True)
+            return
+        if text.startswith("--> Connecting to hosts"):
+            click.echo("connecting...", err=True)
+        elif text.startswith("--> Preparing operation"):
+            click.echo(f"gathering facts ({self.elapsed()} elapsed)", err=True)
+        elif text.startswith("--> pyinfra error"):
+            click.echo(text.removeprefix("--> "), err=True)
+        else:
+            h = _HOST_LINE.match(text)
+            if h and (h["text"].startswith(("Error", "Could not connect")) or "rror:" in h["text"]):
+                click.echo(f"  [{h['host']}] {h['text'].strip()}", err=True)
