@@ -14,6 +14,8 @@ import click
 
 _START = re.compile(r"^--> Starting operation: (?P<name>.*?)\s*$")
 _HOST_LINE = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?P<text>.*)$")
+# What a role says to the owner (pyinfra's logger.warning/info): "HOST: ROLE: message".
+_ROLE_NOTE = re.compile(r"^\s*(?P<host>\S+): (?P<role>[a-z_]+): (?P<text>.+)$")
 
 
 def log_dir() -> Path:
@@ -36,8 +38,8 @@ def new_log(command: str) -> tuple[Path, IO[str]]:
 
 
 class RoleProgress:
-    """Reads pyinfra's progress lines; prints ``[2/5] ssh (1:02 elapsed)`` when a role starts, and
-    the lines that say something went wrong. Every line goes to ``log`` as it comes."""
+    """Reads pyinfra's progress lines; prints ``[2/5] ssh (1:02 elapsed)`` when a role starts, what
+    a role tells the owner (``HOST: ROLE: message``), and the lines that say something went wrong. Every line goes to ``log`` as it comes."""
 
     def __init__(self, roles: list[str], log: IO[str] | None = None, raw: bool = False,
                  quiet: bool = False) -> None:
@@ -77,6 +79,8 @@ class RoleProgress:
             click.echo(f"gathering facts ({self.elapsed()} elapsed)", err=True)
         elif text.startswith("--> pyinfra error"):
             click.echo(text.removeprefix("--> "), err=True)
+        elif (note := _ROLE_NOTE.match(text)) and note["role"] in self.roles:
+            click.echo(f"  {note['host']}: {note['role']}: {note['text']}", err=True)
         else:
             h = _HOST_LINE.match(text)
             if h and (h["text"].startswith(("Error", "Could not connect")) or "rror:" in h["text"]):

@@ -297,7 +297,7 @@ def _run_checks(rig: Rig, tmp_path: Path, **settings) -> subprocess.CompletedPro
     ctx = CheckContext(host=rig.host.name, settings=effective_data({**rig.data, **settings}),
                        roles=["conda", "pytorch", "jupyter"], login_user=IMAGE.USER)
     path = ctx.dump(tmp_path / "context.json")
-    checks = Path(__file__).resolve().parents[2] / "dlrig" / "checks"
+    checks = Path(__file__).resolve().parents[2] / "dlrig" / "verify" / "checks"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--sudo",
          f"--hosts={rig.host._testinfra_spec()}", "-rs",

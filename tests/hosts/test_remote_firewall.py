@@ -13,6 +13,7 @@ here and is covered by the plan tests.
 from __future__ import annotations
 
 import json
+import re
 import random
 import secrets
 import socket
@@ -150,8 +151,8 @@ def test_ufw_really_filters_and_ssh_survives(netns_host, tmp_path):
     res = subprocess.run(["dlrig", "apply", str(inv), "--roles", "firewall", "--yes"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    out = res.stdout + res.stderr
-    assert out.index("ufw limit 22/tcp") < out.index("enable ufw"), "SSH rule must come before enable"
+    log = Path(re.search(r"^log: (.+)$", res.stderr, re.M).group(1)).read_text()  # pyinfra's own output
+    assert log.index("ufw limit 22/tcp") < log.index("enable ufw"), "SSH rule must come before enable"
 
     assert "still" in _run(live, "echo still"), "the SSH session that ran the apply died"
     status = _run(live, "sudo -n ufw status verbose")

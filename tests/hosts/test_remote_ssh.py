@@ -37,7 +37,7 @@ def run_checks(h, tmp_path, roles: list[str], **settings) -> subprocess.Complete
 
     ctx = CheckContext(host=h.name, settings=effective_data(settings), roles=roles, login_user=h.user)
     path = ctx.dump(tmp_path / f"context-{len(list(tmp_path.glob('context-*')))}.json")
-    checks = Path(__file__).resolve().parents[2] / "dlrig" / "checks"
+    checks = Path(__file__).resolve().parents[2] / "dlrig" / "verify" / "checks"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--sudo",
          f"--hosts={h._testinfra_spec()}", "-rs", *(str(checks / f"test_{r}.py") for r in roles)],
