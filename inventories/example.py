@@ -10,7 +10,7 @@ Every setting is listed below, commented, with its default: uncomment what you c
 
 hosts = [
     (
-        "rig",
+        "@dlrig-ssh/rig",  # dlrig's SSH connector (TCP_NODELAY): pyinfra calls this host "rig"
         {
             "ssh_hostname": "192.0.2.10",  # your rig's address (this one is a documentation address)
             "ssh_user": "me",  # a sudo user on the rig whose key you hold

@@ -13,7 +13,7 @@ from pyinfra.facts.server import LinuxName
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine.facts import DpkgAudit
+from dlrig.engine.facts import DpkgAudit, fact
 from dlrig.engine.settings import Setting, declare
 
 ESSENTIALS = [
@@ -77,7 +77,7 @@ _DPKG_REPAIR = (
 
 
 def _universe_enabled() -> bool:
-    for repo in host.get_fact(AptSources) or []:
+    for repo in fact(AptSources) or []:
         if "universe" in getattr(repo, "components", []):
             return True
     return False
@@ -85,8 +85,8 @@ def _universe_enabled() -> bool:
 
 @deploy("base", data_defaults=DEFAULTS)
 def base():
-    if host.get_fact(LinuxName) not in ("Ubuntu", "Debian"):
-        raise DeployError(f"dlrig supports Ubuntu and Debian, not {host.get_fact(LinuxName)}")
+    if fact(LinuxName) not in ("Ubuntu", "Debian"):
+        raise DeployError(f"dlrig supports Ubuntu and Debian, not {fact(LinuxName)}")
 
     files.template(
         name="apt waits for the dpkg lock",
@@ -96,7 +96,7 @@ def base():
         mode="644",
     )
 
-    audit = host.get_fact(DpkgAudit)
+    audit = fact(DpkgAudit)
     if audit:
         server.shell(
             name="repair interrupted dpkg (dpkg --configure -a)",
@@ -119,7 +119,7 @@ def base():
             _if=any_changed(*ca_results),
         )
 
-    if host.get_fact(LinuxName) == "Ubuntu" and host.data.ubuntu_enable_universe and not _universe_enabled():
+    if fact(LinuxName) == "Ubuntu" and host.data.ubuntu_enable_universe and not _universe_enabled():
         apt.packages(
             name="software-properties-common (add-apt-repository)",
             packages=["software-properties-common"],
@@ -133,8 +133,9 @@ def base():
         needs_update = False
 
     wanted = list(host.data.base_packages) + list(host.data.base_extra_packages)
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     missing = [p for p in wanted if p not in installed]
     if missing or needs_update:
         apt.update(name="apt-get update", cache_time=None if needs_update else host.data.apt_cache_time)
-    apt.packages(name="essential packages", packages=wanted, no_recommends=True)
+    if missing:  # installed ones need no operation: apt.packages would read DebPackages again
+        apt.packages(name="essential packages", packages=wanted, no_recommends=True)

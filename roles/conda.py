@@ -20,7 +20,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from dlrig.engine import pyenv
-from dlrig.engine.facts import CondaInstall
+from dlrig.engine.facts import CondaInstall, fact
 from dlrig.engine.hostdata import owner, setting
 from dlrig.engine.settings import Setting, declare
 
@@ -129,12 +129,12 @@ def conda():
     url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
     as_user = pyenv.as_user(user)
 
-    state = host.get_fact(CondaInstall, prefix=prefix)
+    state = fact(CondaInstall, prefix=prefix)
     if state["exists"] and not state["conda"]:
         raise DeployError(f"{prefix} exists but holds no conda (an interrupted install?): remove it and apply again")
 
     if not state["conda"]:
-        installed = host.get_fact(DebPackages) or {}
+        installed = fact(DebPackages) or {}
         if "curl" not in installed and "wget" not in installed:
             apt.update(name="apt-get update (curl for the installer)")
             apt.packages(name="curl for the installer", packages=["curl", "ca-certificates"], no_recommends=True)

@@ -29,7 +29,7 @@ from pyinfra.facts.files import Directory
 from pyinfra.facts.server import KernelVersion, Users, Which
 from pyinfra.operations import apt, files, server
 
-from dlrig.engine.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState
+from dlrig.engine.facts import AdjtimeContents, fact, GrubMenuEntries, NtfsVolumeState
 from dlrig.engine.hostdata import owner, setting
 from dlrig.engine.settings import Setting, declare
 
@@ -157,7 +157,7 @@ def fstab_line(disk: dict, uid: int, gid: int, driver: str) -> str:
 # ---------------------------------------------------------------- the role
 
 def _packages(names: list[str]) -> None:
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     missing = [n for n in names if n not in installed]
     if missing:
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
@@ -167,10 +167,10 @@ def _packages(names: list[str]) -> None:
 @deploy("dualboot", data_defaults=DEFAULTS)
 def dualboot():
     # --- hardware clock
-    systemd_running = host.get_fact(Directory, path="/run/systemd/system") is not None
-    new_adjtime = adjtime_text(host.get_fact(AdjtimeContents), host.data.rtc_local)
+    systemd_running = fact(Directory, path="/run/systemd/system") is not None
+    new_adjtime = adjtime_text(fact(AdjtimeContents), host.data.rtc_local)
     if new_adjtime is not None:
-        if systemd_running and host.get_fact(Which, command="timedatectl"):
+        if systemd_running and fact(Which, command="timedatectl"):
             server.shell(name=f"hardware clock in {'local time' if host.data.rtc_local else 'UTC'}",
                          commands=[f"timedatectl set-local-rtc {1 if host.data.rtc_local else 0}"])
         else:
@@ -181,14 +181,14 @@ def dualboot():
     disks = list(host.data.data_disks)
     ntfs = any(d.get("fs", "ntfs") == "ntfs" for d in disks)
     pkgs = _packages(["os-prober"] + (["ntfs-3g"] if ntfs else []))
-    default, save, warning = grub_default_value(host.data.grub_default, host.get_fact(GrubMenuEntries))
+    default, save, warning = grub_default_value(host.data.grub_default, fact(GrubMenuEntries))
     if warning:
         logger.warning(f"{host.name}: dualboot: {warning}")
     dropin = files.put(name=f"GRUB settings ({GRUB_DROPIN})",
                        src=io.StringIO(render_grub(default=default, savedefault=save,
                                                    timeout=host.data.grub_timeout)),
                        dest=GRUB_DROPIN, mode="644")
-    if host.get_fact(Which, command="update-grub"):
+    if fact(Which, command="update-grub"):
         server.shell(name="update-grub", commands=["update-grub"],
                      _if=lambda: dropin.did_change() or (pkgs is not None and pkgs.did_change()))
     else:
@@ -200,18 +200,18 @@ def dualboot():
         files.block(name="no data_disks in /etc/fstab", path=FSTAB, present=False, marker=FSTAB_MARKER)
         return
     user = owner()
-    info = (host.get_fact(Users) or {}).get(user)
+    info = (fact(Users) or {}).get(user)
     if info is None:
         raise DeployError(f"dualboot: owner {user} does not exist on {host.name}: data_disks need "
                           "their uid/gid; create the user or set workstation_user")
-    driver = ntfs_driver(host.data.dualboot_ntfs_driver, host.get_fact(KernelVersion))
+    driver = ntfs_driver(host.data.dualboot_ntfs_driver, fact(KernelVersion))
     for d in disks:
         files.directory(name=f"mount point {d['mount']}", path=d["mount"])
     files.block(name="data_disks in /etc/fstab (by UUID, nofail)", path=FSTAB, marker=FSTAB_MARKER,
                 content=[fstab_line(d, info["uid"], info["gid"], driver) for d in disks], backup=True)
 
     ntfs_uuids = tuple(d["uuid"] for d in disks if d.get("fs", "ntfs") == "ntfs")
-    for uuid, state in (host.get_fact(NtfsVolumeState, uuids=ntfs_uuids) or {}).items():
+    for uuid, state in (fact(NtfsVolumeState, uuids=ntfs_uuids) or {}).items():
         if state in ("hibernated", "unclean"):
             logger.warning(
                 f"{host.name}: dualboot: NTFS disk UUID={uuid} is {state} (Windows Fast Startup or "

@@ -23,6 +23,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, server
 
 from dlrig.engine.facts import (
+    fact,
     SshdEffectivePorts,
     SshServerPort,
     UfwRulesPresent,
@@ -90,11 +91,11 @@ def jupyter_port() -> int:
 
 
 def ssh_ports() -> list[int]:
-    conn = host.get_fact(SshServerPort, _sudo=False)
+    conn = fact(SshServerPort, _sudo=False)
     ports = {int(setting("ssh_port") or 22), *(int(p) for p in setting("ssh_extra_ports") or [])}
     if conn is not None:
         ports.add(conn)
-    ports.update(host.get_fact(SshdEffectivePorts) or [])
+    ports.update(fact(SshdEffectivePorts) or [])
     return sorted(ports)
 
 
@@ -113,17 +114,17 @@ def wanted_rules() -> list[str]:
 
 @deploy("firewall", data_defaults=DEFAULTS)
 def firewall():
-    if "ufw" not in (host.get_fact(DebPackages) or {}):
+    if "ufw" not in (fact(DebPackages) or {}):
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
         apt.packages(name="ufw", packages=["ufw"], no_recommends=True)
 
     rules = wanted_rules()
-    present = set(host.get_fact(UfwRulesPresent, rules=tuple(rules)))
+    present = set(fact(UfwRulesPresent, rules=tuple(rules)))
     for i, rule in enumerate(rules):
         if i not in present:
             server.shell(name=f"ufw {rule}", commands=[f"ufw {rule}"])
 
-    state = host.get_fact(UfwState) or {}
+    state = fact(UfwState) or {}
     policy = state.get("policy", {})
     if policy.get("input") not in ("drop", "deny"):
         server.shell(name="ufw default deny incoming", commands=["ufw default deny incoming"])

@@ -25,7 +25,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from dlrig.engine import passwords, pyenv
-from dlrig.engine.facts import PythonEnv, SystemdBooted
+from dlrig.engine.facts import fact, PythonEnv, SystemdBooted
 from dlrig.engine.hostdata import owner, setting
 from dlrig.engine.settings import Setting, declare
 
@@ -75,16 +75,16 @@ def jupyter():
     config_path = f"{home}/.jupyter/jupyter_server_config.py"
     # No hash given: keep the installed one (set once with --jupyter-password-prompt), else refuse.
     password_hash = setting("jupyter_password_hash") or installed_hash(
-        host.get_fact(FindInFile, path=config_path, pattern="hashed_password"))
+        fact(FindInFile, path=config_path, pattern="hashed_password"))
     if not password_hash:
         if not host.data.get(PLAN_ONLY):
             raise DeployError(f"jupyter_password_hash is not set and {config_path} holds none: {_PASSWORD_FIX}")
         password_hash = "(set before apply)"  # `dlrig plan` plans on; its report says apply needs a hash
     root_dir = setting("jupyter_root_dir") or home
-    if root_dir != home and not host.get_fact(Directory, path=root_dir):
+    if root_dir != home and not fact(Directory, path=root_dir):
         raise DeployError(f"jupyter_root_dir {root_dir} does not exist on the host: mount or create it first")
 
-    env = host.get_fact(PythonEnv, python=python)
+    env = fact(PythonEnv, python=python)
     selected = setting("dlrig_roles") or []
     if env is None and selected and "pytorch" not in selected:
         raise DeployError(f"no environment at {envp}: apply the pytorch role first (--roles pytorch,jupyter)")
@@ -118,13 +118,13 @@ def jupyter():
     )
 
     wants = f"/etc/systemd/system/multi-user.target.wants/{pyenv.JUPYTER_UNIT}"
-    if not host.get_fact(Link, path=wants):
+    if not fact(Link, path=wants):
         server.shell(
             name=f"enable {pyenv.JUPYTER_UNIT} at boot",
             commands=[f"systemctl enable {shlex.quote(pyenv.JUPYTER_UNIT)}"],
         )
 
-    if host.get_fact(SystemdBooted):
+    if fact(SystemdBooted):
         server.shell(
             name="systemctl daemon-reload (unit changed)",
             commands=["systemctl daemon-reload"],

@@ -29,7 +29,7 @@ from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine.facts import AptHeld, MokKey, SecureBoot
+from dlrig.engine.facts import AptHeld, fact, MokKey, SecureBoot
 from dlrig.engine.hostdata import setting
 from dlrig.engine.settings import Setting, declare
 from dlrig.engine.stack import resolve_host
@@ -112,7 +112,7 @@ def preflight(host_name: str, data: dict) -> list[str]:
 
 
 def repo_arch() -> str:
-    arch = host.get_fact(Arch) or "x86_64"
+    arch = fact(Arch) or "x86_64"
     return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "sbsa", "arm64": "sbsa"}.get(arch, arch)
 
 
@@ -159,7 +159,7 @@ def ensure_nvidia_repo(os_name: str) -> list:
 
 
 def missing(packages: list[str]) -> list[str]:
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     return [p for p in packages if p not in installed]
 
 
@@ -213,7 +213,7 @@ def _pkg_branch(version: str) -> int | None:
 
 def conflicting(res: Resolution, wanted: list[str]) -> list[str]:
     """Installed driver packages of another branch or source than the resolved one."""
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     out = []
     for name, versions in sorted(installed.items()):
         if not DRIVER_PACKAGE.match(name):
@@ -262,14 +262,14 @@ def nvidia_driver():
     res = resolve_host()
     d = res.driver
     family = OSES[res.os]["family"]
-    kernel = host.get_fact(KernelVersion) or ""
-    secure_boot = host.get_fact(SecureBoot)
+    kernel = fact(KernelVersion) or ""
+    secure_boot = fact(SecureBoot)
     mok_password = setting("driver_mok_password")
     if d.dkms and secure_boot == "enabled" and not mok_password:
         raise DeployError(_secure_boot_refusal(res))
 
     wanted = driver_packages(res, kernel)
-    held = set(host.get_fact(AptHeld) or [])
+    held = set(fact(AptHeld) or [])
 
     # A different driver (branch or source) already installed: unhold and purge it first.
     conflicts = conflicting(res, wanted)
@@ -332,7 +332,7 @@ def nvidia_driver():
     if setting("driver_persistence"):
         # By the unit's symlink, not systemctl's bus: works where systemd is not running (chroots, images).
         wants = "/etc/systemd/system/multi-user.target.wants/nvidia-persistenced.service"
-        if not host.get_fact(Link, path=wants):
+        if not fact(Link, path=wants):
             server.shell(
                 name="persistence mode (enable nvidia-persistenced at boot)",
                 commands=["systemctl enable nvidia-persistenced.service"],
@@ -348,7 +348,7 @@ def nvidia_driver():
 
 def _debian_nonfree(res: Resolution) -> list:
     """Debian: contrib non-free non-free-firmware next to the host's main repository."""
-    sources = host.get_fact(AptSources) or []
+    sources = fact(AptSources) or []
     have: set[str] = set()
     mirror = None
     for repo in sources:
@@ -362,7 +362,7 @@ def _debian_nonfree(res: Resolution) -> list:
     need = ["contrib", "non-free", "non-free-firmware"]
     if all(c in have for c in need):
         return []
-    dist = host.get_fact(LinuxDistribution) or {}
+    dist = fact(LinuxDistribution) or {}
     codename = (dist.get("release_meta") or {}).get("VERSION_CODENAME") or "bookworm"
     return [files.put(
         name="Debian contrib non-free non-free-firmware",
@@ -375,7 +375,7 @@ def _debian_nonfree(res: Resolution) -> list:
 
 def _mok_enrol(family: str, password: str) -> None:
     key = setting("driver_mok_key") or MOK_KEYS[family]
-    state = host.get_fact(MokKey, path=key)
+    state = fact(MokKey, path=key)
     if state in ("enrolled", "pending"):
         return
     make_key = "dkms generate_mok" if family == "debian" else "update-secureboot-policy --new-key"

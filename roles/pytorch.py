@@ -20,13 +20,12 @@ import shlex
 from io import StringIO
 
 from dlrig.roles import template
-from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from dlrig.engine import pyenv
-from dlrig.engine.facts import CondaInstall, PythonEnv
+from dlrig.engine.facts import CondaInstall, fact, PythonEnv
 from dlrig.engine.hostdata import owner, setting
 from dlrig.engine.settings import Setting, declare
 
@@ -136,12 +135,12 @@ def pytorch():
     as_user = pyenv.as_user(user)
     src = _torch_source()
 
-    conda_state = host.get_fact(CondaInstall, prefix=prefix)
+    conda_state = fact(CondaInstall, prefix=prefix)
     selected = setting("dlrig_roles") or []
     if not conda_state["conda"] and selected and "conda" not in selected:
         raise DeployError(f"no conda at {prefix}: apply the conda role first (--roles conda,pytorch)")
 
-    env = host.get_fact(PythonEnv, python=python)
+    env = fact(PythonEnv, python=python)
     wanted_python = setting("python_version")
     if env is not None and not pyenv.python_matches(wanted_python, env.get("python")):
         raise DeployError(
@@ -206,7 +205,7 @@ def pytorch():
         )
 
     kernel = f"{home}/.local/share/jupyter/kernels/{env_name}/kernel.json"
-    if env is None or not host.get_fact(File, path=kernel):
+    if env is None or not fact(File, path=kernel):
         server.shell(
             name=f"register the {env_name} Jupyter kernel",
             commands=[" ".join(shlex.quote(a) for a in [

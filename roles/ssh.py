@@ -42,7 +42,7 @@ from pyinfra.facts.files import Sha1File
 from pyinfra.facts.server import User
 from pyinfra.operations import apt, files, server
 
-from dlrig.engine.facts import AuthorizedKeyCount, SshServerPort
+from dlrig.engine.facts import AuthorizedKeyCount, fact, SshServerPort
 from dlrig.engine.hostdata import owner, setting
 from dlrig.engine.settings import Setting, declare
 
@@ -173,7 +173,7 @@ def _sh(script: str, *args) -> str:
 
 def wanted_ports() -> list[int]:
     """sshd's ports: the one this connection came in on (else ``ssh_port``) plus the extras."""
-    conn = host.get_fact(SshServerPort, _sudo=False)
+    conn = fact(SshServerPort, _sudo=False)
     configured = setting("ssh_port")
     if conn is not None and configured and conn != configured:
         log.warning(f"{host.name}: ssh: connected to port {configured} but sshd received it on {conn} "
@@ -186,7 +186,7 @@ def wanted_ports() -> list[int]:
 def ssh():
     user = owner()
     keys = [k.strip() for k in host.data.ssh_authorized_keys]
-    have = host.get_fact(AuthorizedKeyCount, user=user)
+    have = fact(AuthorizedKeyCount, user=user)
     password = host.data.ssh_password_authentication
 
     # --- lock-out guards, before any change --------------------------------------------------
@@ -202,11 +202,11 @@ def ssh():
         if password is None:
             log.warning(f"{host.name}: ssh: {user} has no SSH key yet: password login left as it is; "
                         "add ssh_authorized_keys to turn it off")
-    if host.data.ssh_permit_root_login == "no" and host.get_fact(User, _sudo=False) == "root":
+    if host.data.ssh_permit_root_login == "no" and fact(User, _sudo=False) == "root":
         raise DeployError("ssh: refusing PermitRootLogin no while pyinfra logs in as root; "
                           "log in as a sudo user or set ssh_permit_root_login = 'prohibit-password'")
 
-    if "openssh-server" not in (host.get_fact(DebPackages) or {}):
+    if "openssh-server" not in (fact(DebPackages) or {}):
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
         apt.packages(name="OpenSSH server", packages=["openssh-server"], no_recommends=True)
 
@@ -218,9 +218,9 @@ def ssh():
     text = render_dropin(ports=ports, permit_root_login=host.data.ssh_permit_root_login,
                          password_authentication=password,
                          extra_config=list(host.data.ssh_extra_config))
-    if host.get_fact(Sha1File, path=DROPIN) == hashlib.sha1(text.encode()).hexdigest():
+    if fact(Sha1File, path=DROPIN) == hashlib.sha1(text.encode()).hexdigest():
         return
-    old_ports = _dropin_ports(host.get_fact(Sha1File, path=DROPIN) is not None)
+    old_ports = _dropin_ports(fact(Sha1File, path=DROPIN) is not None)
     files.directory(name="staging directory", path="/var/lib/dlrig/ssh", mode="700")
     files.put(name="stage the sshd drop-in", src=io.StringIO(text), dest=STAGING, mode="600")
     want = "" if password is None else ("yes" if password else "no")
@@ -235,5 +235,5 @@ def _dropin_ports(exists: bool) -> list[int] | None:
         return None
     from pyinfra.facts.files import FileContents
 
-    lines = host.get_fact(FileContents, path=DROPIN) or []
+    lines = fact(FileContents, path=DROPIN) or []
     return sorted({int(x.split()[1]) for x in lines if re.match(r"^\s*Port\s+\d+\s*$", x)})

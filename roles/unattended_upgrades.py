@@ -23,6 +23,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
+from dlrig.engine.facts import fact
 from dlrig.engine.hostdata import setting
 from dlrig.engine.settings import Setting, declare
 
@@ -87,7 +88,7 @@ def unattended_upgrades():
     if not host.data.unattended_upgrades_enabled:
         files.file(name=f"no {CONF}", path=CONF, present=False)
         return
-    if "unattended-upgrades" not in (host.get_fact(DebPackages) or {}):
+    if "unattended-upgrades" not in (fact(DebPackages) or {}):
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
         apt.packages(name="unattended-upgrades", packages=["unattended-upgrades"], no_recommends=True)
     files.template(
