@@ -156,12 +156,12 @@ def fstab_line(disk: dict, uid: int, gid: int, driver: str) -> str:
 
 # ---------------------------------------------------------------- the role
 
-def _packages(names: list[str]) -> None:
+def _packages(names: list[str]):
     installed = fact(DebPackages) or {}
     missing = [n for n in names if n not in installed]
     if missing:
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
-    return apt.packages(name=" ".join(names), packages=names, no_recommends=True) if names else None
+    return apt.packages(name=" ".join(names), packages=names, no_recommends=True) if missing else None
 
 
 @deploy("dualboot", data_defaults=DEFAULTS)
