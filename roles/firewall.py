@@ -15,7 +15,6 @@ dlrig adds rules and never deletes any (a rule you drop from ``firewall_allow`` 
 from __future__ import annotations
 
 import ipaddress
-import re
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -30,38 +29,9 @@ from dlrig.engine.facts import (
     UfwState,
 )
 from dlrig.engine.hostdata import setting
-from dlrig.engine.settings import Setting, declare, registry
+from dlrig.engine.settings import registry
+from dlrig.roles.settings.firewall import DEFAULTS
 
-_SPEC_RE = re.compile(r"^[A-Za-z0-9 ./:,_-]+$")
-
-
-def _check_specs(specs: list) -> str | None:
-    for s in specs:
-        if not isinstance(s, str) or not _SPEC_RE.match(s) or s.split()[0] in ("allow", "deny", "limit", "reject"):
-            return (f"{s!r}: give what follows `ufw allow`, e.g. '6006/tcp' or "
-                    "'from 192.168.1.0/24 to any port 6006 proto tcp' (no quotes, no action word)")
-    return None
-
-
-def _check_cidr(value: str) -> str | None:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return f"{value!r} is not an address or network, e.g. '192.168.1.0/24'"
-    return None
-
-
-DEFAULTS = declare(
-    "firewall",
-    Setting("firewall_allow", [], "list",
-            "extra ufw rules, each what follows `ufw allow` (e.g. '6006/tcp')", item_kind="str",
-            check=_check_specs),
-    Setting("firewall_ssh_limit", True, "bool",
-            "rate-limit SSH (ufw limit: 6 new connections in 30 s per address) instead of allow"),
-    Setting("firewall_jupyter_from", None, "str",
-            "allow Jupyter only from this address/network (None: from anywhere)",
-            nullable=True, check=_check_cidr),
-)
 
 COMMENT = "dlrig"
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import re
 
 from dlrig.roles import template
 from pyinfra import host
@@ -25,25 +24,11 @@ from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
 from dlrig.engine.facts import fact, NetInterfaceMac
-from dlrig.engine.settings import Setting, declare
+from dlrig.roles.settings.power import DEFAULTS
 
 SLEEP_TARGETS = ("sleep.target", "suspend.target", "hibernate.target", "hybrid-sleep.target",
                  "suspend-then-hibernate.target")
 
-
-def _check_iface(value: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", value):
-        return f"{value!r} is not a network interface name, e.g. 'enp3s0' (see `ip link`)"
-    return None
-
-
-DEFAULTS = declare(
-    "power",
-    Setting("power_never_sleep", True, "bool", "mask sleep/suspend/hibernate; GDM and logind never suspend"),
-    Setting("power_wol_interface", None, "str",
-            "enable wake-on-LAN (magic packet) on this interface, e.g. 'enp3s0'",
-            nullable=True, check=_check_iface),
-)
 
 GDM_DCONF = "/etc/dconf/db/gdm.d/90-dlrig-power"
 LOGIND_DROPIN = "/etc/systemd/logind.conf.d/90-dlrig-power.conf"
