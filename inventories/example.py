@@ -63,6 +63,7 @@ hosts = [
             # "pip_index_url": None,  # an http(s):// or file:// URL or None: index torch/torchvision come from; None: the resolver's (download.pytorch.org/whl/<variant>)
             # "python_version": '3.11',  # a string: Python of that environment
             # "torch_version": None,  # a string or None: torch release to install, e.g. '2.14.1'; None: the resolver's choice
+            # "use_uv": True,  # True or False: install the environment's packages with `uv pip` (uv from PyPI into the env; many times faster than pip, same index, find-links and versions); False: pip
             # --- jupyter ---
             # "jupyter_ip": '127.0.0.1',  # an IP address: address JupyterLab listens on (127.0.0.1: over an SSH tunnel)
             # "jupyter_password_hash": None,  # a string or None: JupyterLab password hash (jupyter_server.auth.passwd()); or apply --jupyter-password-prompt

@@ -67,7 +67,7 @@ def jupyter():
         pkgs_changed = server.shell(
             name=f"JupyterLab in {env_name}",
             commands=[packages_command(python, list(pyenv.JUPYTER_PACKAGES),
-                                       tuple(setting("pip_find_links") or ()))],
+                                       tuple(setting("pip_find_links") or ()), uv=setting("use_uv"))],
             **as_user,
         )
 

@@ -49,8 +49,8 @@ def _torch_source() -> pyenv.TorchSource:
         raise DeployError(f"pytorch: {e}") from None
 
 
-def packages_command(python: str, specs: list[str], find_links: tuple[str, ...]) -> str:
-    """pip install ``specs`` with the installed torch and torchvision pinned (a constraints file)."""
+def packages_command(python: str, specs: list[str], find_links: tuple[str, ...], uv: bool = False) -> str:
+    """Install ``specs`` with the installed torch and torchvision pinned (a constraints file)."""
     pin = shlex.quote(
         "import importlib.metadata as m\n"
         "for n in ('torch', 'torchvision'):\n"
@@ -58,10 +58,9 @@ def packages_command(python: str, specs: list[str], find_links: tuple[str, ...])
         "    except m.PackageNotFoundError: pass\n"
     )
     links = [a for link in find_links for a in ("--find-links", link)]
-    pip = " ".join(shlex.quote(a) for a in [python, "-m", "pip", "install", "-c", "$c", *links, *specs])
-    pip = pip.replace("'$c'", '"$c"')
+    install = pyenv.install_command(python, ["-c", "$c", *links, *specs], uv)
     return (f'set -e; c=$(mktemp); trap \'rm -f "$c"\' EXIT; '
-            f'{shlex.quote(python)} -c {pin} > "$c"; {pip}')
+            f'{shlex.quote(python)} -c {pin} > "$c"; {install}')
 
 
 @deploy("pytorch", data_defaults=DEFAULTS)
@@ -122,12 +121,21 @@ def pytorch():
         user=user,
     )
 
+    uv = setting("use_uv")
+    if uv and "uv" not in (env or {}).get("dists", {}):
+        links = [a for link in src.find_links for a in ("--find-links", link)]
+        server.shell(
+            name=f"uv in {env_name} (installs the packages below)",
+            commands=[pyenv.install_command(python, [*links, "uv"], uv=False)],
+            **as_user,
+        )
+
     reason = pyenv.torch_needs_install(src, env)
     if reason:
         force = "CPU build" in reason
         server.shell(
             name=f"torch + torchvision from {src.index_url} ({reason})",
-            commands=[pyenv.torch_install_command(python, src, force_reinstall=force)],
+            commands=[pyenv.torch_install_command(python, src, force_reinstall=force, uv=uv)],
             **as_user,
         )
 
@@ -136,7 +144,7 @@ def pytorch():
     if env is None or reason or pyenv.unsatisfied(wanted, dists):
         server.shell(
             name=f"fastai, ipykernel and extra_packages in {env_name}",
-            commands=[packages_command(python, wanted, src.find_links)],
+            commands=[packages_command(python, wanted, src.find_links, uv=uv)],
             **as_user,
         )
 

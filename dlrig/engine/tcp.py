@@ -3,7 +3,7 @@
 An SSH command is a few small packets each way (channel open, exec request, data, exit status,
 EOF, close). With Nagle's algorithm on, the client holds back a small packet until the previous
 one is acknowledged, and the server delays that ACK (Linux: up to 40 ms): ~45 ms of a ~50 ms
-command on a test host. OpenSSH sets TCP_NODELAY on interactive sessions; paramiko does not.
+command on a test host. OpenSSH sets TCP_NODELAY on its sessions; paramiko does not.
 See docs/tcp-nodelay.md.
 """
 

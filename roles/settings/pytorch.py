@@ -64,6 +64,13 @@ DEFAULTS = declare(
         check=pyenv.check_requirements,
     ),
     Setting(
+        "use_uv",
+        True,
+        "bool",
+        "install the environment's packages with `uv pip` (uv from PyPI into the env; many times faster "
+        "than pip, same index, find-links and versions); False: pip",
+    ),
+    Setting(
         "torch_version",
         None,
         "str",
