@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import os
 import re
 import shlex
 import statistics
@@ -45,11 +46,14 @@ ML = "base,conda,pytorch,jupyter"
 NON_GPU = "base,conda,pytorch,jupyter,ssh,power,dualboot,unattended_upgrades"
 MACHINE_CAS = sorted(glob.glob("/usr/local/share/ca-certificates/*.crt"))
 SMALL = {"base_packages": ["jq"], "extra_ca_certificates": MACHINE_CAS}
+BEFORE: list[str] = [""]  # --before: another dlrig's python (e.g. one installed from the main branch)
 
 
 def run(cmd: list[str], timeout: int = 3600) -> float:
+    """Seconds ``cmd`` took; a command of the --before dlrig runs outside this checkout."""
     start = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    cwd = "/" if cmd and cmd[0] == BEFORE[0] else ROOT
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     took = time.monotonic() - start
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
@@ -160,7 +164,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--first-run", action="store_true", help="also base+conda+pytorch+jupyter vs a raw script")
+    ap.add_argument("--before", metavar="PYTHON",
+                    help="also time this python's dlrig (e.g. an install of the main branch) on the same hosts")
     args = ap.parse_args()
+    if args.before:
+        BEFORE[:] = [args.before, "-m", "dlrig"]
+    load = os.getloadavg()
     rows: list[tuple] = []
     with tempfile.TemporaryDirectory(prefix="dlrig-speed-") as tmp:
         work = Path(tmp)
@@ -172,25 +181,35 @@ def main() -> None:
             run(dlrig("apply", str(inv4), "--roles", LIGHT, "--yes"))
             stock1 = stock(inv1)
             for label, roles in (("base", "base"), ("light workstation", LIGHT)):
-                m = medians({"dlrig plan": dlrig("plan", str(inv1), "--roles", roles, "--json"),
-                             "pyinfra --dry": pyinfra(stock1, roles, dry=True),
-                             "dlrig apply": dlrig("apply", str(inv1), "--roles", roles, "--yes", "--json"),
-                             "pyinfra -y": pyinfra(stock1, roles, dry=False)}, args.repeats)
+                variants = {"dlrig plan": dlrig("plan", str(inv1), "--roles", roles, "--json"),
+                            "pyinfra --dry": pyinfra(stock1, roles, dry=True),
+                            "dlrig apply": dlrig("apply", str(inv1), "--roles", roles, "--yes", "--json"),
+                            "pyinfra -y": pyinfra(stock1, roles, dry=False)}
+                if args.before:
+                    variants["before plan"] = [*BEFORE, "plan", str(stock1), "--roles", roles, "--json"]
+                m = medians(variants, args.repeats)
                 rows.append((f"no-op plan, {label}", m["dlrig plan"], "pyinfra", m["pyinfra --dry"], args.repeats))
                 rows.append((f"no-op apply, {label}", m["dlrig apply"], "pyinfra", m["pyinfra -y"], args.repeats))
+                if args.before:
+                    rows.append((f"no-op plan, {label}", m["dlrig plan"], "before", m["before plan"], args.repeats))
             m = medians({"1": dlrig("plan", str(inv1), "--roles", LIGHT, "--json"),
                          "4": dlrig("plan", str(inv4), "--roles", LIGHT, "--json")}, args.repeats)
             rows.append(("no-op dlrig plan, light workstation: 4 hosts", m["4"], "1 host", m["1"], args.repeats))
             rows.append(("facts/distinct/SSH commands, light no-op", "%d/%d/%d" % counts(inv1, LIGHT), "", "", 1))
-            m = medians({"help": dlrig("--help"), "check": dlrig("check", str(inv1)),
-                         "resolve": dlrig("resolve", "--gpu", "10de:1e84")}, args.repeats)
-            for k, v in m.items():
-                rows.append((f"dlrig {k} (no host)", v, "", "", args.repeats))
+            light = {"help": ["--help"], "check": ["check", str(stock1)], "resolve": ["resolve", "--gpu", "10de:1e84"]}
+            variants = {k: dlrig(*a) for k, a in light.items()}
+            if args.before:
+                variants.update({f"before {k}": [*BEFORE, *a] for k, a in light.items()})
+            m = medians(variants, args.repeats)
+            for k in light:
+                rows.append((f"dlrig {k} (no host)", m[k], "before" if args.before else "",
+                             m.get(f"before {k}", ""), args.repeats))
             if args.first_run:
                 first_run(pool, work, args.repeats, rows)
         finally:
             pool.stop_all()
 
+    print(f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)")
     print(f"{'what':46} {'dlrig':>8} {'against':>11} {'it':>8} {'ratio':>6} {'runs':>5}")
     for what, ours, other, theirs, n in rows:
         if isinstance(ours, str):

@@ -157,6 +157,10 @@ def test_bare_host_to_torch_and_fastai(ml_rig, record_property):
     assert "ca-certificates.crt" in host.ssh(f"cat {PREFIX}/envs/dl/pip.conf").stdout
     condarc = host.ssh(f"cat {PREFIX}/.condarc").stdout
     assert "- conda-forge" in condarc and "defaults" not in condarc.split("channels:")[1]
+    # uv (use_uv, the default) installed the packages: pip's INSTALLER record says which tool did
+    site = host.ssh(f"{PYTHON} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'").stdout.strip()
+    installers = host.ssh(f"cat {site}/torch-*.dist-info/INSTALLER {site}/fastai-*.dist-info/INSTALLER").stdout.split()
+    assert installers == ["uv", "uv"], installers
     # the kernel is registered for the user
     kernel = json.loads(host.ssh("cat ~/.local/share/jupyter/kernels/dl/kernel.json").stdout)
     assert kernel["argv"][0] == PYTHON
@@ -297,7 +301,7 @@ def _run_checks(rig: Rig, tmp_path: Path, **settings) -> subprocess.CompletedPro
     ctx = CheckContext(host=rig.host.name, settings=effective_data({**rig.data, **settings}),
                        roles=["conda", "pytorch", "jupyter"], login_user=IMAGE.USER)
     path = ctx.dump(tmp_path / "context.json")
-    checks = Path(__file__).resolve().parents[2] / "dlrig" / "checks"
+    checks = Path(__file__).resolve().parents[2] / "dlrig" / "verify" / "checks"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--sudo",
          f"--hosts={rig.host._testinfra_spec()}", "-rs",
