@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra import host
-
 from dlrig.engine.catalogue import load, parse_roles
 
 DEPLOYS = Path(__file__).resolve().parent
@@ -26,6 +24,8 @@ def report_name(host_name: str) -> str:
 
 def run_roles(default: list[str] | None = None) -> None:
     """Apply the roles this host asks for (``dlrig_roles``), or ``default``, in dlrig's order."""
+    from pyinfra import host  # here, not at the top: the CLI imports this package for deploy_file()
+
     wanted = host.data.get("dlrig_roles")
     for name in parse_roles(wanted if wanted is not None else default):
         role = load(name)

@@ -10,7 +10,7 @@ Every setting is listed below, commented, with its default: uncomment what you c
 
 hosts = [
     (
-        "rig",
+        "@dlrig-ssh/rig",  # dlrig's SSH connector (TCP_NODELAY): pyinfra calls this host "rig"
         {
             "ssh_hostname": "192.0.2.10",  # your rig's address (this one is a documentation address)
             "ssh_user": "me",  # a sudo user on the rig whose key you hold
@@ -63,6 +63,7 @@ hosts = [
             # "pip_index_url": None,  # an http(s):// or file:// URL or None: index torch/torchvision come from; None: the resolver's (download.pytorch.org/whl/<variant>)
             # "python_version": '3.11',  # a string: Python of that environment
             # "torch_version": None,  # a string or None: torch release to install, e.g. '2.14.1'; None: the resolver's choice
+            # "use_uv": True,  # True or False: install the environment's packages with `uv pip` (uv from PyPI into the env; many times faster than pip, same index, find-links and versions); False: pip
             # --- jupyter ---
             # "jupyter_ip": '127.0.0.1',  # an IP address: address JupyterLab listens on (127.0.0.1: over an SSH tunnel)
             # "jupyter_password_hash": None,  # a string or None: JupyterLab password hash (jupyter_server.auth.passwd()); or apply --jupyter-password-prompt

@@ -13,59 +13,8 @@ from pyinfra.facts.server import LinuxName
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine.facts import DpkgAudit
-from dlrig.engine.settings import Setting, declare
+from dlrig.engine.facts import DpkgAudit, fact
 
-ESSENTIALS = [
-    "build-essential",
-    "ca-certificates",
-    "curl",
-    "git",
-    "gnupg",
-    "htop",
-    "pciutils",
-    "rsync",
-    "tmux",
-    "unzip",
-    "wget",
-]
-
-CA_DIR = "/usr/local/share/ca-certificates"
-
-
-def _pem_files(paths: list) -> str | None:
-    for p in paths:
-        path = Path(p).expanduser()
-        if not path.is_file():
-            return f"{p} does not exist on this machine; give the path of a PEM certificate file"
-        if "-----BEGIN CERTIFICATE-----" not in path.read_text(errors="replace"):
-            return f"{p} is not a PEM certificate (no BEGIN CERTIFICATE line)"
-    return None
-
-
-DEFAULTS = declare(
-    "base",
-    Setting("base_packages", ESSENTIALS, "list", "essential packages on every rig", item_kind="str"),
-    Setting("base_extra_packages", [], "list", "more apt packages you want", item_kind="str"),
-    Setting(
-        "apt_lock_timeout",
-        600,
-        "int",
-        "seconds apt waits for the dpkg lock (unattended-upgrades) before failing",
-        min=0,
-        max=7200,
-    ),
-    Setting("apt_cache_time", 3600, "int", "skip `apt-get update` when lists are this fresh (s)", min=0),
-    Setting(
-        "extra_ca_certificates",
-        [],
-        "list",
-        "PEM files on this machine to trust on the host (TLS-inspecting proxies)",
-        item_kind="str",
-        check=_pem_files,
-    ),
-    Setting("ubuntu_enable_universe", True, "bool", "enable Ubuntu's universe component"),
-)
 
 # A dpkg lock loop: `dpkg --configure -a` does not read apt's DPkg::Lock::Timeout.
 _DPKG_REPAIR = (
@@ -74,10 +23,11 @@ _DPKG_REPAIR = (
     'case "$out" in *lock*) [ "$(date +%s)" -lt "$end" ] && sleep 3 && continue;; esac; '
     'echo "$out" >&2; exit 1; done; echo "$out"'
 )
+from dlrig.roles.settings.base import CA_DIR, DEFAULTS
 
 
 def _universe_enabled() -> bool:
-    for repo in host.get_fact(AptSources) or []:
+    for repo in fact(AptSources) or []:
         if "universe" in getattr(repo, "components", []):
             return True
     return False
@@ -85,8 +35,8 @@ def _universe_enabled() -> bool:
 
 @deploy("base", data_defaults=DEFAULTS)
 def base():
-    if host.get_fact(LinuxName) not in ("Ubuntu", "Debian"):
-        raise DeployError(f"dlrig supports Ubuntu and Debian, not {host.get_fact(LinuxName)}")
+    if fact(LinuxName) not in ("Ubuntu", "Debian"):
+        raise DeployError(f"dlrig supports Ubuntu and Debian, not {fact(LinuxName)}")
 
     files.template(
         name="apt waits for the dpkg lock",
@@ -96,7 +46,7 @@ def base():
         mode="644",
     )
 
-    audit = host.get_fact(DpkgAudit)
+    audit = fact(DpkgAudit)
     if audit:
         server.shell(
             name="repair interrupted dpkg (dpkg --configure -a)",
@@ -119,7 +69,7 @@ def base():
             _if=any_changed(*ca_results),
         )
 
-    if host.get_fact(LinuxName) == "Ubuntu" and host.data.ubuntu_enable_universe and not _universe_enabled():
+    if fact(LinuxName) == "Ubuntu" and host.data.ubuntu_enable_universe and not _universe_enabled():
         apt.packages(
             name="software-properties-common (add-apt-repository)",
             packages=["software-properties-common"],
@@ -133,8 +83,9 @@ def base():
         needs_update = False
 
     wanted = list(host.data.base_packages) + list(host.data.base_extra_packages)
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     missing = [p for p in wanted if p not in installed]
     if missing or needs_update:
         apt.update(name="apt-get update", cache_time=None if needs_update else host.data.apt_cache_time)
-    apt.packages(name="essential packages", packages=wanted, no_recommends=True)
+    if missing:  # installed ones need no operation: apt.packages would read DebPackages again
+        apt.packages(name="essential packages", packages=wanted, no_recommends=True)

@@ -10,7 +10,6 @@ Then ``PREFIX/.condarc`` (our channels) and a conda block in the user's ``~/.bas
 
 from __future__ import annotations
 
-import re
 import shlex
 
 from dlrig.roles import template
@@ -20,57 +19,13 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from dlrig.engine import pyenv
-from dlrig.engine.facts import CondaInstall
+from dlrig.engine.facts import CondaInstall, fact
 from dlrig.engine.hostdata import owner, setting
-from dlrig.engine.settings import Setting, declare
+from dlrig.roles.settings.conda import MARKER, DEFAULTS
 
 # Miniforge3 24.11.3-0; checksum as published with the release (and in Arch's AUR PKGBUILD).
 # GitHub is unreachable from where dlrig is tested: bump both together, from the release's
 # .sha256 file, when you move to a newer Miniforge.
-MINIFORGE_VERSION = "24.11.3-0"
-MINIFORGE_URL = (
-    "https://github.com/conda-forge/miniforge/releases/download/"
-    f"{MINIFORGE_VERSION}/Miniforge3-{MINIFORGE_VERSION}-Linux-x86_64.sh"
-)
-MINIFORGE_SHA256 = "2e1ad2188fe69fcdd522c2b20c08c800a5c7411b775eca768318b1540ed32e53"
-
-MARKER = "conda-meta/dlrig-installer"
-
-
-def _sha256(value: str) -> str | None:
-    if re.fullmatch(r"[0-9a-f]{64}", value):
-        return None
-    return "give the installer's SHA-256 as 64 lowercase hex digits (from the release's .sha256 file)"
-
-
-def _channels(value: list) -> str | None:
-    if not value:
-        return "give at least one channel, e.g. ['conda-forge']"
-    if any(str(c).strip() in ("defaults", "anaconda", "main") for c in value):
-        return "the Anaconda `defaults` channels are not used by dlrig (license, solver conflicts); use conda-forge"
-    return None
-
-
-DEFAULTS = declare(
-    "conda",
-    Setting("conda_prefix", None, "path", "where Miniforge is installed; None: ~USER/miniforge3", nullable=True),
-    Setting("conda_installer_url", MINIFORGE_URL, "url", "the Miniforge installer (.sh) to download"),
-    Setting(
-        "conda_installer_sha256",
-        MINIFORGE_SHA256,
-        "str",
-        "SHA-256 of conda_installer_url; the installer is refused unless it matches",
-        check=_sha256,
-    ),
-    Setting(
-        "conda_channels",
-        ["conda-forge"],
-        "list",
-        "channels in .condarc and environment.yml (a conda-forge mirror URL works too)",
-        item_kind="str",
-        check=_channels,
-    ),
-)
 
 
 def install_command(url: str, sha256: str, prefix: str) -> str:
@@ -129,12 +84,12 @@ def conda():
     url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
     as_user = pyenv.as_user(user)
 
-    state = host.get_fact(CondaInstall, prefix=prefix)
+    state = fact(CondaInstall, prefix=prefix)
     if state["exists"] and not state["conda"]:
         raise DeployError(f"{prefix} exists but holds no conda (an interrupted install?): remove it and apply again")
 
     if not state["conda"]:
-        installed = host.get_fact(DebPackages) or {}
+        installed = fact(DebPackages) or {}
         if "curl" not in installed and "wget" not in installed:
             apt.update(name="apt-get update (curl for the installer)")
             apt.packages(name="curl for the installer", packages=["curl", "ca-certificates"], no_recommends=True)

@@ -13,28 +13,11 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
 from dlrig.engine.hostdata import setting
-from dlrig.engine.settings import Setting, declare
 from dlrig.engine.stack import resolve_host
+from dlrig.roles.settings.cuda import DEFAULTS
 
 PROFILE = "/etc/profile.d/dlrig-cuda.sh"
 DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"
-
-
-def _cuda_check(v):
-    from dlrig.gpu.resolver import CUDA_MIN_DRIVER
-
-    v = str(v)
-    return None if v in CUDA_MIN_DRIVER else f"CUDA {v} is not a release dlrig knows; use one of {', '.join(CUDA_MIN_DRIVER)}"
-
-
-DEFAULTS = declare(
-    "cuda",
-    Setting("cuda_version", None, "str", "CUDA toolkit X.Y, e.g. '12.8' (None: torch's CUDA, as resolved)",
-            nullable=True, check=_cuda_check),
-    Setting("cuda_source", None, "str", "toolkit from NVIDIA's repo ('nvidia') or the OS ('distro'); None: resolved",
-            choices=(None, "nvidia", "distro")),
-    Setting("cuda_profile", True, "bool", "put nvcc on PATH and CUDA_HOME in /etc/profile.d/dlrig-cuda.sh"),
-)
 
 
 def toolkit_packages(version: str, source: str) -> list[str]:

@@ -12,16 +12,10 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
 from dlrig.engine.hostdata import setting
-from dlrig.engine.settings import Setting, declare
 from dlrig.engine.stack import resolve_host
+from dlrig.roles.settings.cudnn import DEFAULTS
 
 PIN = "/etc/apt/preferences.d/dlrig-cudnn"
-
-DEFAULTS = declare(
-    "cudnn",
-    Setting("cudnn_install", True, "bool", "install cuDNN system-wide (torch wheels carry their own)"),
-    Setting("cudnn_dev", True, "bool", "also the headers/dev packages (building against cuDNN)"),
-)
 
 
 def cudnn_packages(cudnn, dev: bool) -> list[str]:

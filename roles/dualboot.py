@@ -29,62 +29,13 @@ from pyinfra.facts.files import Directory
 from pyinfra.facts.server import KernelVersion, Users, Which
 from pyinfra.operations import apt, files, server
 
-from dlrig.engine.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState
+from dlrig.engine.facts import AdjtimeContents, fact, GrubMenuEntries, NtfsVolumeState
 from dlrig.engine.hostdata import owner, setting
-from dlrig.engine.settings import Setting, declare
+from dlrig.roles.settings.dualboot import UID_FS, DEFAULTS
 
 GRUB_DROPIN = "/etc/default/grub.d/99-dlrig.cfg"
 FSTAB = "/etc/fstab"
 FSTAB_MARKER = "# {mark} dlrig data_disks, role dualboot"
-DISK_FS = ("ntfs", "ext4", "xfs", "btrfs", "exfat", "vfat")
-UID_FS = ("ntfs", "exfat", "vfat")  # no owners on disk: mount options give them one
-_UUID_RE = re.compile(r"^[0-9A-Fa-f-]{4,36}$")
-
-
-def _check_grub_default(value: str) -> str | None:
-    if not value or any(c in value for c in "\"'`$\\\n"):
-        return (f"{value!r}: use 'linux', 'saved', 'windows', a menu entry title or an id "
-                "like '1>2' (no quotes, $ or backslashes)")
-    return None
-
-
-def _check_disks(disks: list) -> str | None:
-    seen = set()
-    for d in disks:
-        if not isinstance(d, dict) or set(d) - {"uuid", "mount", "fs", "options"} or not {"uuid", "mount"} <= set(d):
-            return (f"{d!r}: each disk is {{'uuid': 'ABCD1234EF567890', 'mount': '/data', "
-                    "'fs': 'ntfs'|'ext4'|..., 'options': 'extra,mount,options'}} (see `blkid`)")
-        if not isinstance(d["uuid"], str) or not _UUID_RE.match(d["uuid"]):
-            return f"{d['uuid']!r} is not a filesystem UUID as `blkid` prints it"
-        if not isinstance(d["mount"], str) or not d["mount"].startswith("/") or " " in d["mount"] \
-                or d["mount"].rstrip("/") in ("", "/boot", "/usr", "/var", "/etc", "/home"):
-            return f"{d['mount']!r}: mount point must be an absolute path without spaces, not a system folder"
-        if d.get("fs", "ntfs") not in DISK_FS:
-            return f"fs {d.get('fs')!r}: use one of {', '.join(DISK_FS)}"
-        opts = d.get("options", "")
-        if not isinstance(opts, str) or re.search(r"\s", opts):
-            return f"options {opts!r}: comma-separated mount options without spaces"
-        if d["mount"] in seen:
-            return f"{d['mount']} is used twice"
-        seen.add(d["mount"])
-    return None
-
-
-DEFAULTS = declare(
-    "dualboot",
-    Setting("rtc_local", False, "bool",
-            "keep the hardware clock in local time as Windows does (True on dual-boot rigs)"),
-    Setting("grub_default", "linux", "str",
-            "boot entry by default: 'linux' (first), 'saved' (last booted), 'windows', or a menu title",
-            check=_check_grub_default),
-    Setting("grub_timeout", 5, "int", "seconds GRUB's menu waits", min=0, max=600),
-    Setting("data_disks", [], "list",
-            "disks to mount at boot: [{'uuid', 'mount', 'fs' (default ntfs), 'options'}]",
-            item_kind="dict", check=_check_disks),
-    Setting("dualboot_ntfs_driver", "auto", "str",
-            "NTFS driver: 'auto' (ntfs3 from Linux 5.15, else ntfs-3g), 'ntfs3' or 'ntfs-3g'",
-            choices=("auto", "ntfs3", "ntfs-3g")),
-)
 
 
 # ---------------------------------------------------------------- pure helpers (unit-tested)
@@ -156,21 +107,21 @@ def fstab_line(disk: dict, uid: int, gid: int, driver: str) -> str:
 
 # ---------------------------------------------------------------- the role
 
-def _packages(names: list[str]) -> None:
-    installed = host.get_fact(DebPackages) or {}
+def _packages(names: list[str]):
+    installed = fact(DebPackages) or {}
     missing = [n for n in names if n not in installed]
     if missing:
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
-    return apt.packages(name=" ".join(names), packages=names, no_recommends=True) if names else None
+    return apt.packages(name=" ".join(names), packages=names, no_recommends=True) if missing else None
 
 
 @deploy("dualboot", data_defaults=DEFAULTS)
 def dualboot():
     # --- hardware clock
-    systemd_running = host.get_fact(Directory, path="/run/systemd/system") is not None
-    new_adjtime = adjtime_text(host.get_fact(AdjtimeContents), host.data.rtc_local)
+    systemd_running = fact(Directory, path="/run/systemd/system") is not None
+    new_adjtime = adjtime_text(fact(AdjtimeContents), host.data.rtc_local)
     if new_adjtime is not None:
-        if systemd_running and host.get_fact(Which, command="timedatectl"):
+        if systemd_running and fact(Which, command="timedatectl"):
             server.shell(name=f"hardware clock in {'local time' if host.data.rtc_local else 'UTC'}",
                          commands=[f"timedatectl set-local-rtc {1 if host.data.rtc_local else 0}"])
         else:
@@ -181,14 +132,14 @@ def dualboot():
     disks = list(host.data.data_disks)
     ntfs = any(d.get("fs", "ntfs") == "ntfs" for d in disks)
     pkgs = _packages(["os-prober"] + (["ntfs-3g"] if ntfs else []))
-    default, save, warning = grub_default_value(host.data.grub_default, host.get_fact(GrubMenuEntries))
+    default, save, warning = grub_default_value(host.data.grub_default, fact(GrubMenuEntries))
     if warning:
         logger.warning(f"{host.name}: dualboot: {warning}")
     dropin = files.put(name=f"GRUB settings ({GRUB_DROPIN})",
                        src=io.StringIO(render_grub(default=default, savedefault=save,
                                                    timeout=host.data.grub_timeout)),
                        dest=GRUB_DROPIN, mode="644")
-    if host.get_fact(Which, command="update-grub"):
+    if fact(Which, command="update-grub"):
         server.shell(name="update-grub", commands=["update-grub"],
                      _if=lambda: dropin.did_change() or (pkgs is not None and pkgs.did_change()))
     else:
@@ -200,18 +151,18 @@ def dualboot():
         files.block(name="no data_disks in /etc/fstab", path=FSTAB, present=False, marker=FSTAB_MARKER)
         return
     user = owner()
-    info = (host.get_fact(Users) or {}).get(user)
+    info = (fact(Users) or {}).get(user)
     if info is None:
         raise DeployError(f"dualboot: owner {user} does not exist on {host.name}: data_disks need "
                           "their uid/gid; create the user or set workstation_user")
-    driver = ntfs_driver(host.data.dualboot_ntfs_driver, host.get_fact(KernelVersion))
+    driver = ntfs_driver(host.data.dualboot_ntfs_driver, fact(KernelVersion))
     for d in disks:
         files.directory(name=f"mount point {d['mount']}", path=d["mount"])
     files.block(name="data_disks in /etc/fstab (by UUID, nofail)", path=FSTAB, marker=FSTAB_MARKER,
                 content=[fstab_line(d, info["uid"], info["gid"], driver) for d in disks], backup=True)
 
     ntfs_uuids = tuple(d["uuid"] for d in disks if d.get("fs", "ntfs") == "ntfs")
-    for uuid, state in (host.get_fact(NtfsVolumeState, uuids=ntfs_uuids) or {}).items():
+    for uuid, state in (fact(NtfsVolumeState, uuids=ntfs_uuids) or {}).items():
         if state in ("hibernated", "unclean"):
             logger.warning(
                 f"{host.name}: dualboot: NTFS disk UUID={uuid} is {state} (Windows Fast Startup or "

@@ -15,7 +15,6 @@ dlrig adds rules and never deletes any (a rule you drop from ``firewall_allow`` 
 from __future__ import annotations
 
 import ipaddress
-import re
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -23,44 +22,16 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, server
 
 from dlrig.engine.facts import (
+    fact,
     SshdEffectivePorts,
     SshServerPort,
     UfwRulesPresent,
     UfwState,
 )
 from dlrig.engine.hostdata import setting
-from dlrig.engine.settings import Setting, declare, registry
+from dlrig.engine.settings import registry
+from dlrig.roles.settings.firewall import DEFAULTS
 
-_SPEC_RE = re.compile(r"^[A-Za-z0-9 ./:,_-]+$")
-
-
-def _check_specs(specs: list) -> str | None:
-    for s in specs:
-        if not isinstance(s, str) or not _SPEC_RE.match(s) or s.split()[0] in ("allow", "deny", "limit", "reject"):
-            return (f"{s!r}: give what follows `ufw allow`, e.g. '6006/tcp' or "
-                    "'from 192.168.1.0/24 to any port 6006 proto tcp' (no quotes, no action word)")
-    return None
-
-
-def _check_cidr(value: str) -> str | None:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return f"{value!r} is not an address or network, e.g. '192.168.1.0/24'"
-    return None
-
-
-DEFAULTS = declare(
-    "firewall",
-    Setting("firewall_allow", [], "list",
-            "extra ufw rules, each what follows `ufw allow` (e.g. '6006/tcp')", item_kind="str",
-            check=_check_specs),
-    Setting("firewall_ssh_limit", True, "bool",
-            "rate-limit SSH (ufw limit: 6 new connections in 30 s per address) instead of allow"),
-    Setting("firewall_jupyter_from", None, "str",
-            "allow Jupyter only from this address/network (None: from anywhere)",
-            nullable=True, check=_check_cidr),
-)
 
 COMMENT = "dlrig"
 
@@ -90,11 +61,11 @@ def jupyter_port() -> int:
 
 
 def ssh_ports() -> list[int]:
-    conn = host.get_fact(SshServerPort, _sudo=False)
+    conn = fact(SshServerPort, _sudo=False)
     ports = {int(setting("ssh_port") or 22), *(int(p) for p in setting("ssh_extra_ports") or [])}
     if conn is not None:
         ports.add(conn)
-    ports.update(host.get_fact(SshdEffectivePorts) or [])
+    ports.update(fact(SshdEffectivePorts) or [])
     return sorted(ports)
 
 
@@ -113,17 +84,17 @@ def wanted_rules() -> list[str]:
 
 @deploy("firewall", data_defaults=DEFAULTS)
 def firewall():
-    if "ufw" not in (host.get_fact(DebPackages) or {}):
+    if "ufw" not in (fact(DebPackages) or {}):
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
         apt.packages(name="ufw", packages=["ufw"], no_recommends=True)
 
     rules = wanted_rules()
-    present = set(host.get_fact(UfwRulesPresent, rules=tuple(rules)))
+    present = set(fact(UfwRulesPresent, rules=tuple(rules)))
     for i, rule in enumerate(rules):
         if i not in present:
             server.shell(name=f"ufw {rule}", commands=[f"ufw {rule}"])
 
-    state = host.get_fact(UfwState) or {}
+    state = fact(UfwState) or {}
     policy = state.get("policy", {})
     if policy.get("input") not in ("drop", "deny"):
         server.shell(name="ufw default deny incoming", commands=["ufw default deny incoming"])

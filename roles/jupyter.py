@@ -11,10 +11,8 @@ containers, dlrig's test hosts) the unit is enabled, not started.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
-from typing import Any
 
 from dlrig.roles import template
 from dlrig.roles.pytorch import packages_command
@@ -25,37 +23,13 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from dlrig.engine import passwords, pyenv
-from dlrig.engine.facts import PythonEnv, SystemdBooted
+from dlrig.engine.facts import fact, PythonEnv, SystemdBooted
 from dlrig.engine.hostdata import owner, setting
-from dlrig.engine.settings import Setting, declare
+from dlrig.roles.settings.jupyter import DEFAULTS, PLAN_ONLY
 
-DEFAULTS = declare(
-    "jupyter",
-    Setting("jupyter_ip", "127.0.0.1", "ip", "address JupyterLab listens on (127.0.0.1: over an SSH tunnel)"),
-    Setting("jupyter_port", 8888, "port", "JupyterLab's port"),
-    Setting(
-        "jupyter_password_hash",
-        None,
-        "str",
-        "JupyterLab password hash (jupyter_server.auth.passwd()); or apply --jupyter-password-prompt",
-        nullable=True,
-        check=passwords.check_password_hash,
-    ),
-    Setting(
-        "jupyter_root_dir",
-        None,
-        "path",
-        "folder JupyterLab shows (e.g. a data disk); None: the user's home",
-        nullable=True,
-    ),
-)
 
 _PASSWORD_FIX = ("set jupyter_password_hash (python -c 'from jupyter_server.auth import passwd; print(passwd())') "
                  "or run `dlrig apply --jupyter-password-prompt`")
-
-
-# Data that `dlrig plan` sends pyinfra (a dry run): a missing password hash is not a refusal there.
-PLAN_ONLY = "dlrig_plan_only"
 
 
 def installed_hash(lines: list[str] | None) -> str | None:
@@ -75,16 +49,16 @@ def jupyter():
     config_path = f"{home}/.jupyter/jupyter_server_config.py"
     # No hash given: keep the installed one (set once with --jupyter-password-prompt), else refuse.
     password_hash = setting("jupyter_password_hash") or installed_hash(
-        host.get_fact(FindInFile, path=config_path, pattern="hashed_password"))
+        fact(FindInFile, path=config_path, pattern="hashed_password"))
     if not password_hash:
         if not host.data.get(PLAN_ONLY):
             raise DeployError(f"jupyter_password_hash is not set and {config_path} holds none: {_PASSWORD_FIX}")
         password_hash = "(set before apply)"  # `dlrig plan` plans on; its report says apply needs a hash
     root_dir = setting("jupyter_root_dir") or home
-    if root_dir != home and not host.get_fact(Directory, path=root_dir):
+    if root_dir != home and not fact(Directory, path=root_dir):
         raise DeployError(f"jupyter_root_dir {root_dir} does not exist on the host: mount or create it first")
 
-    env = host.get_fact(PythonEnv, python=python)
+    env = fact(PythonEnv, python=python)
     selected = setting("dlrig_roles") or []
     if env is None and selected and "pytorch" not in selected:
         raise DeployError(f"no environment at {envp}: apply the pytorch role first (--roles pytorch,jupyter)")
@@ -93,7 +67,7 @@ def jupyter():
         pkgs_changed = server.shell(
             name=f"JupyterLab in {env_name}",
             commands=[packages_command(python, list(pyenv.JUPYTER_PACKAGES),
-                                       tuple(setting("pip_find_links") or ()))],
+                                       tuple(setting("pip_find_links") or ()), uv=setting("use_uv"))],
             **as_user,
         )
 
@@ -118,13 +92,13 @@ def jupyter():
     )
 
     wants = f"/etc/systemd/system/multi-user.target.wants/{pyenv.JUPYTER_UNIT}"
-    if not host.get_fact(Link, path=wants):
+    if not fact(Link, path=wants):
         server.shell(
             name=f"enable {pyenv.JUPYTER_UNIT} at boot",
             commands=[f"systemctl enable {shlex.quote(pyenv.JUPYTER_UNIT)}"],
         )
 
-    if host.get_fact(SystemdBooted):
+    if fact(SystemdBooted):
         server.shell(
             name="systemctl daemon-reload (unit changed)",
             commands=["systemctl daemon-reload"],
@@ -147,40 +121,3 @@ def _unit_vars(user: str, env_name: str, envp: str, root_dir: str, config_path: 
     """Template variables of jupyter.service.j2 (the template's ``user`` is not pyinfra's)."""
     return {"unit_user": user, "env_name": env_name, "env_prefix": envp,
             "root_dir": root_dir, "config_path": config_path}
-
-
-# --- the laptop side: the SSH tunnel line `apply` ends with -------------------------------------
-
-def _forward_target(ip: str) -> str:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    return "localhost" if addr.is_unspecified or str(addr) in ("127.0.0.1", "::1") else ip
-
-
-def tunnel_hint(host_name: str, data: dict[str, Any]) -> str:
-    """The laptop side: an ``ssh -N -L`` line and a ``~/.ssh/config`` stanza for JupyterLab."""
-    port = int(data.get("jupyter_port") or 8888)
-    target = _forward_target(str(data.get("jupyter_ip") or "127.0.0.1"))
-    address = data.get("ssh_hostname") or host_name
-    user = data.get("ssh_user") or data.get("workstation_user")
-    dest = f"{user}@{address}" if user else address
-    ssh_port = data.get("ssh_port")
-    key = data.get("ssh_key")
-    extra = (f" -p {ssh_port}" if ssh_port and int(ssh_port) != 22 else "") + (f" -i {key}" if key else "")
-    alias = re.sub(r"[^A-Za-z0-9._-]+", "-", host_name.removeprefix("@")) + "-jupyter"
-    stanza = [f"Host {alias}", f"    HostName {address}"]
-    if user:
-        stanza.append(f"    User {user}")
-    if ssh_port and int(ssh_port) != 22:
-        stanza.append(f"    Port {ssh_port}")
-    if key:
-        stanza.append(f"    IdentityFile {key}")
-    stanza += [f"    LocalForward {port} {target}:{port}", "    ExitOnForwardFailure yes"]
-    return "\n".join([
-        f"JupyterLab on {host_name}: open http://localhost:{port}/ after starting the tunnel:",
-        f"  ssh -N -L {port}:{target}:{port}{extra} {dest}",
-        "or add to ~/.ssh/config on your laptop, then run `ssh -N " + alias + "`:",
-        *("  " + line for line in stanza),
-    ])

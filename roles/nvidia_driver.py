@@ -29,15 +29,11 @@ from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine.facts import AptHeld, MokKey, SecureBoot
+from dlrig.engine.facts import AptHeld, fact, MokKey, SecureBoot
 from dlrig.engine.hostdata import setting
-from dlrig.engine.settings import Setting, declare
 from dlrig.engine.stack import resolve_host
 from dlrig.gpu.resolver import OSES, Resolution
 
-NVIDIA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos"
-# NVIDIA's CUDA repository signing key (3bf863cc.pub, long id A4B469963BF863CC, since the 2022 rotation).
-NVIDIA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
 KEYRING = "/etc/apt/keyrings/dlrig-nvidia-cuda.asc"
 REPO_LIST = "/etc/apt/sources.list.d/dlrig-nvidia-cuda.list"
 DRIVER_PIN = "/etc/apt/preferences.d/dlrig-nvidia-driver"
@@ -45,9 +41,6 @@ NOUVEAU = "/etc/modprobe.d/dlrig-blacklist-nouveau.conf"
 NONFREE_LIST = "/etc/apt/sources.list.d/dlrig-debian-nonfree.list"
 REBOOT_MARKER = "/var/run/reboot-required"
 MOK_KEYS = {"debian": "/var/lib/dkms/mok.pub", "ubuntu": "/var/lib/shim-signed/mok/MOK.der"}
-# Op names other code reads (dlrig.cli.resolve: did the driver change on this host?).
-OP_PACKAGES = "driver packages"
-OP_REMOVE = "remove conflicting driver packages"
 
 # Installed packages that belong to some NVIDIA driver (any source, any branch).
 DRIVER_PACKAGE = re.compile(
@@ -56,63 +49,14 @@ DRIVER_PACKAGE = re.compile(
     r"nvidia-kernel-(open-)?dkms|nvidia-kernel-common(-\d+.*)?|nvidia-smi|xserver-xorg-video-nvidia(-\d+.*)?|"
     r"libnvidia-gl-\d+.*|nvidia-compute-utils-\d+.*)$"
 )
-
-
-def _fingerprint_check(v):
-    return None if re.fullmatch(r"[0-9A-Fa-f]{40}", v) else "a key fingerprint is 40 hex digits (gpg --show-keys)"
-
-
-def _branch_check(v):
-    return None if 300 <= v <= 999 else "a driver branch is a 3-digit number such as 535 or 580"
-
-
-DEFAULTS = declare(
-    "nvidia_driver",
-    Setting("driver_source", None, "str", "where the driver comes from (None: ubuntu on Ubuntu, debian on Debian, "
-            "NVIDIA's repo where those cannot serve the card)", choices=(None, "ubuntu", "nvidia", "debian")),
-    Setting("driver_branch", None, "int", "driver branch, e.g. 580 (None: the resolver's choice for the GPUs)",
-            nullable=True, check=_branch_check),
-    Setting("driver_gpus", None, "list", "plan for these GPUs (PCI ids or names) instead of lspci's, e.g. "
-            "['10de:1e84']: prepare a host before the card is in", item_kind="str", nullable=True),
-    Setting("driver_hold", True, "bool", "apt-mark hold the driver packages (no surprise upgrades: "
-            "'Driver/library version mismatch')"),
-    Setting("driver_headless", False, "bool", "ubuntu source: compute only, no X/OpenGL driver (servers)"),
-    Setting("driver_server", False, "bool", "ubuntu source: the -server (Enterprise Ready Driver) packages"),
-    Setting("driver_persistence", True, "bool", "enable nvidia-persistenced (persistence mode) at boot"),
-    Setting("driver_kernel_headers", True, "bool", "DKMS sources: install the running kernel's headers"),
-    Setting("driver_recommends", True, "bool", "install the driver packages' Recommends (Debian: dkms pulls "
-            "linux-headers-amd64 and builds the module; nvidia-settings...)"),
-    Setting("driver_blacklist_nouveau", True, "bool", "blacklist the nouveau driver"),
-    Setting("driver_mok_password", None, "str", "DKMS + Secure Boot: one-time password to enrol the DKMS "
-            "signing key (you type it at the MOK Manager screen on the next boot); None refuses instead",
-            nullable=True),
-    Setting("driver_mok_key", None, "path", "DKMS signing key to enrol (None: /var/lib/dkms/mok.pub on Debian, "
-            "/var/lib/shim-signed/mok/MOK.der on Ubuntu)", nullable=True),
-    Setting("nvidia_repo_url", NVIDIA_REPO, "url", "NVIDIA CUDA apt repository root (a mirror works); "
-            "<url>/<distro>/<arch>/ is the repository"),
-    Setting("nvidia_repo_key_url", None, "url", "the repository's signing key (None: "
-            "<repo>/3bf863cc.pub, NVIDIA's key)", nullable=True),
-    Setting("nvidia_repo_key_sha256", None, "str", "expected sha256 of the key file (None: not checked)",
-            nullable=True),
-    Setting("nvidia_repo_key_fingerprint", NVIDIA_KEY_FINGERPRINT, "str", "apt accepts the repository only "
-            "when signed by the key with this fingerprint (signed-by=KEYRING,FINGERPRINT); None: any key in "
-            "the downloaded keyring", nullable=True, check=_fingerprint_check),
-)
-
-
-def preflight(host_name: str, data: dict) -> list[str]:
-    errors = []
-    if data.get("driver_source") == "ubuntu" and data.get("driver_mok_password"):
-        errors.append(f"{host_name}: driver_mok_password is only used with DKMS sources (nvidia, debian); "
-                      "driver_source='ubuntu' uses Canonical-signed modules: drop driver_mok_password")
-    return errors
+from dlrig.roles.settings.nvidia_driver import OP_PACKAGES, OP_REMOVE, DEFAULTS
 
 
 # --- shared with the cuda and cudnn roles -------------------------------------------------------
 
 
 def repo_arch() -> str:
-    arch = host.get_fact(Arch) or "x86_64"
+    arch = fact(Arch) or "x86_64"
     return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "sbsa", "arm64": "sbsa"}.get(arch, arch)
 
 
@@ -159,7 +103,7 @@ def ensure_nvidia_repo(os_name: str) -> list:
 
 
 def missing(packages: list[str]) -> list[str]:
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     return [p for p in packages if p not in installed]
 
 
@@ -213,7 +157,7 @@ def _pkg_branch(version: str) -> int | None:
 
 def conflicting(res: Resolution, wanted: list[str]) -> list[str]:
     """Installed driver packages of another branch or source than the resolved one."""
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     out = []
     for name, versions in sorted(installed.items()):
         if not DRIVER_PACKAGE.match(name):
@@ -262,14 +206,14 @@ def nvidia_driver():
     res = resolve_host()
     d = res.driver
     family = OSES[res.os]["family"]
-    kernel = host.get_fact(KernelVersion) or ""
-    secure_boot = host.get_fact(SecureBoot)
+    kernel = fact(KernelVersion) or ""
+    secure_boot = fact(SecureBoot)
     mok_password = setting("driver_mok_password")
     if d.dkms and secure_boot == "enabled" and not mok_password:
         raise DeployError(_secure_boot_refusal(res))
 
     wanted = driver_packages(res, kernel)
-    held = set(host.get_fact(AptHeld) or [])
+    held = set(fact(AptHeld) or [])
 
     # A different driver (branch or source) already installed: unhold and purge it first.
     conflicts = conflicting(res, wanted)
@@ -332,7 +276,7 @@ def nvidia_driver():
     if setting("driver_persistence"):
         # By the unit's symlink, not systemctl's bus: works where systemd is not running (chroots, images).
         wants = "/etc/systemd/system/multi-user.target.wants/nvidia-persistenced.service"
-        if not host.get_fact(Link, path=wants):
+        if not fact(Link, path=wants):
             server.shell(
                 name="persistence mode (enable nvidia-persistenced at boot)",
                 commands=["systemctl enable nvidia-persistenced.service"],
@@ -348,7 +292,7 @@ def nvidia_driver():
 
 def _debian_nonfree(res: Resolution) -> list:
     """Debian: contrib non-free non-free-firmware next to the host's main repository."""
-    sources = host.get_fact(AptSources) or []
+    sources = fact(AptSources) or []
     have: set[str] = set()
     mirror = None
     for repo in sources:
@@ -362,7 +306,7 @@ def _debian_nonfree(res: Resolution) -> list:
     need = ["contrib", "non-free", "non-free-firmware"]
     if all(c in have for c in need):
         return []
-    dist = host.get_fact(LinuxDistribution) or {}
+    dist = fact(LinuxDistribution) or {}
     codename = (dist.get("release_meta") or {}).get("VERSION_CODENAME") or "bookworm"
     return [files.put(
         name="Debian contrib non-free non-free-firmware",
@@ -375,7 +319,7 @@ def _debian_nonfree(res: Resolution) -> list:
 
 def _mok_enrol(family: str, password: str) -> None:
     key = setting("driver_mok_key") or MOK_KEYS[family]
-    state = host.get_fact(MokKey, path=key)
+    state = fact(MokKey, path=key)
     if state in ("enrolled", "pending"):
         return
     make_key = "dkms generate_mok" if family == "debian" else "update-secureboot-policy --new-key"

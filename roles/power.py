@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import re
 
 from dlrig.roles import template
 from pyinfra import host
@@ -24,26 +23,12 @@ from pyinfra.facts.files import Directory
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine.facts import NetInterfaceMac
-from dlrig.engine.settings import Setting, declare
+from dlrig.engine.facts import fact, NetInterfaceMac
+from dlrig.roles.settings.power import DEFAULTS
 
 SLEEP_TARGETS = ("sleep.target", "suspend.target", "hibernate.target", "hybrid-sleep.target",
                  "suspend-then-hibernate.target")
 
-
-def _check_iface(value: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", value):
-        return f"{value!r} is not a network interface name, e.g. 'enp3s0' (see `ip link`)"
-    return None
-
-
-DEFAULTS = declare(
-    "power",
-    Setting("power_never_sleep", True, "bool", "mask sleep/suspend/hibernate; GDM and logind never suspend"),
-    Setting("power_wol_interface", None, "str",
-            "enable wake-on-LAN (magic packet) on this interface, e.g. 'enp3s0'",
-            nullable=True, check=_check_iface),
-)
 
 GDM_DCONF = "/etc/dconf/db/gdm.d/90-dlrig-power"
 LOGIND_DROPIN = "/etc/systemd/logind.conf.d/90-dlrig-power.conf"
@@ -64,9 +49,9 @@ def power():
         )
         files.template(name="logind ignores suspend keys and the lid", src=template("logind-dlrig.conf.j2"),
                        dest=LOGIND_DROPIN, mode="644")
-        if "gdm3" in (host.get_fact(DebPackages) or {}):
+        if "gdm3" in (fact(DebPackages) or {}):
             dconf = []
-            if "dconf-cli" not in host.get_fact(DebPackages):
+            if "dconf-cli" not in fact(DebPackages):
                 apt.packages(name="dconf-cli (dconf update)", packages=["dconf-cli"], no_recommends=True)
             dconf.append(files.template(name="GDM never suspends at the login screen",
                                         src=template("gdm-dconf-power.j2"), dest=GDM_DCONF, mode="644"))
@@ -74,9 +59,9 @@ def power():
 
     iface = host.data.power_wol_interface
     if iface:
-        mac = host.get_fact(NetInterfaceMac, iface=iface)
+        mac = fact(NetInterfaceMac, iface=iface)
         if mac is None:
-            if host.get_fact(Directory, path="/sys/class/net") is None:
+            if fact(Directory, path="/sys/class/net") is None:
                 raise DeployError("power: /sys/class/net is missing on this host; cannot find "
                                   f"power_wol_interface {iface}")
             raise DeployError(f"power: interface {iface} not found on {host.name}; "

@@ -15,83 +15,18 @@ converged host plans no change; a new ``torch_version`` updates torch in place.
 
 from __future__ import annotations
 
-import re
 import shlex
 from io import StringIO
 
 from dlrig.roles import template
-from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from dlrig.engine import pyenv
-from dlrig.engine.facts import CondaInstall, PythonEnv
+from dlrig.engine.facts import CondaInstall, fact, PythonEnv
 from dlrig.engine.hostdata import owner, setting
-from dlrig.engine.settings import Setting, declare
-
-
-def _env_name(value: str) -> str | None:
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value) and value != "base":
-        return None
-    return "letters, digits, '.', '_' or '-' (not 'base'), e.g. 'dl'"
-
-
-def _python_version(value: str) -> str | None:
-    if re.fullmatch(r"3\.(1[0-9]|[0-9])(\.\d+)?", value):
-        return None
-    return "a Python 3 version such as '3.11' (fastai needs >= 3.10)"
-
-
-def _torch_version(value: str) -> str | None:
-    if re.fullmatch(r"2\.\d+(\.\d+)?", value):
-        return None
-    return "a torch release such as '2.14.1' (no +cuXXX suffix: the variant comes from the resolver)"
-
-
-def _urls(value: list) -> str | None:
-    for v in value:
-        if not (v.startswith(("http://", "https://", "file://")) or v.startswith("/")):
-            return f"{v!r}: give http(s):// or file:// URLs or absolute paths on the host"
-    return None
-
-
-DEFAULTS = declare(
-    "pytorch",
-    Setting("env_name", "dl", "str", "the conda environment with torch, fastai and Jupyter", check=_env_name),
-    Setting("python_version", "3.11", "str", "Python of that environment", check=_python_version),
-    Setting(
-        "pip_index_url",
-        None,
-        "url",
-        "index torch/torchvision come from; None: the resolver's (download.pytorch.org/whl/<variant>)",
-        nullable=True,
-    ),
-    Setting(
-        "pip_find_links",
-        [],
-        "list",
-        "extra wheel locations (wheelhouses, mirrors) pip looks in for every package",
-        item_kind="str",
-        check=_urls,
-    ),
-    Setting(
-        "extra_packages",
-        [],
-        "list",
-        "more pip requirements for the environment, e.g. ['pandas>=2.2', 'timm']",
-        item_kind="str",
-        check=pyenv.check_requirements,
-    ),
-    Setting(
-        "torch_version",
-        None,
-        "str",
-        "torch release to install, e.g. '2.14.1'; None: the resolver's choice",
-        nullable=True,
-        check=_torch_version,
-    ),
-)
+from dlrig.roles.settings.pytorch import DEFAULTS
 
 
 def _resolution():
@@ -114,8 +49,8 @@ def _torch_source() -> pyenv.TorchSource:
         raise DeployError(f"pytorch: {e}") from None
 
 
-def packages_command(python: str, specs: list[str], find_links: tuple[str, ...]) -> str:
-    """pip install ``specs`` with the installed torch and torchvision pinned (a constraints file)."""
+def packages_command(python: str, specs: list[str], find_links: tuple[str, ...], uv: bool = False) -> str:
+    """Install ``specs`` with the installed torch and torchvision pinned (a constraints file)."""
     pin = shlex.quote(
         "import importlib.metadata as m\n"
         "for n in ('torch', 'torchvision'):\n"
@@ -123,10 +58,9 @@ def packages_command(python: str, specs: list[str], find_links: tuple[str, ...])
         "    except m.PackageNotFoundError: pass\n"
     )
     links = [a for link in find_links for a in ("--find-links", link)]
-    pip = " ".join(shlex.quote(a) for a in [python, "-m", "pip", "install", "-c", "$c", *links, *specs])
-    pip = pip.replace("'$c'", '"$c"')
+    install = pyenv.install_command(python, ["-c", "$c", *links, *specs], uv)
     return (f'set -e; c=$(mktemp); trap \'rm -f "$c"\' EXIT; '
-            f'{shlex.quote(python)} -c {pin} > "$c"; {pip}')
+            f'{shlex.quote(python)} -c {pin} > "$c"; {install}')
 
 
 @deploy("pytorch", data_defaults=DEFAULTS)
@@ -136,12 +70,12 @@ def pytorch():
     as_user = pyenv.as_user(user)
     src = _torch_source()
 
-    conda_state = host.get_fact(CondaInstall, prefix=prefix)
+    conda_state = fact(CondaInstall, prefix=prefix)
     selected = setting("dlrig_roles") or []
     if not conda_state["conda"] and selected and "conda" not in selected:
         raise DeployError(f"no conda at {prefix}: apply the conda role first (--roles conda,pytorch)")
 
-    env = host.get_fact(PythonEnv, python=python)
+    env = fact(PythonEnv, python=python)
     wanted_python = setting("python_version")
     if env is not None and not pyenv.python_matches(wanted_python, env.get("python")):
         raise DeployError(
@@ -187,12 +121,21 @@ def pytorch():
         user=user,
     )
 
+    uv = setting("use_uv")
+    if uv and "uv" not in (env or {}).get("dists", {}):
+        links = [a for link in src.find_links for a in ("--find-links", link)]
+        server.shell(
+            name=f"uv in {env_name} (installs the packages below)",
+            commands=[pyenv.install_command(python, [*links, "uv"], uv=False)],
+            **as_user,
+        )
+
     reason = pyenv.torch_needs_install(src, env)
     if reason:
         force = "CPU build" in reason
         server.shell(
             name=f"torch + torchvision from {src.index_url} ({reason})",
-            commands=[pyenv.torch_install_command(python, src, force_reinstall=force)],
+            commands=[pyenv.torch_install_command(python, src, force_reinstall=force, uv=uv)],
             **as_user,
         )
 
@@ -201,12 +144,12 @@ def pytorch():
     if env is None or reason or pyenv.unsatisfied(wanted, dists):
         server.shell(
             name=f"fastai, ipykernel and extra_packages in {env_name}",
-            commands=[packages_command(python, wanted, src.find_links)],
+            commands=[packages_command(python, wanted, src.find_links, uv=uv)],
             **as_user,
         )
 
     kernel = f"{home}/.local/share/jupyter/kernels/{env_name}/kernel.json"
-    if env is None or not host.get_fact(File, path=kernel):
+    if env is None or not fact(File, path=kernel):
         server.shell(
             name=f"register the {env_name} Jupyter kernel",
             commands=[" ".join(shlex.quote(a) for a in [

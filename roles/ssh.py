@@ -42,73 +42,13 @@ from pyinfra.facts.files import Sha1File
 from pyinfra.facts.server import User
 from pyinfra.operations import apt, files, server
 
-from dlrig.engine.facts import AuthorizedKeyCount, SshServerPort
+from dlrig.engine.facts import AuthorizedKeyCount, fact, SshServerPort
 from dlrig.engine.hostdata import owner, setting
-from dlrig.engine.settings import Setting, declare
+from dlrig.roles.settings.ssh import DEFAULTS
 
 DROPIN = "/etc/ssh/sshd_config.d/00-dlrig.conf"
 STAGING = "/var/lib/dlrig/ssh/00-dlrig.conf"
 MAIN_CONFIG = "/etc/ssh/sshd_config"
-
-_KEY_RE = re.compile(r"^(?:[\w,=\"-]+ +)?(ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[\w@.-]+) +AAAA[0-9A-Za-z+/]+=*( .*)?$")
-
-
-def _check_keys(keys: list) -> str | None:
-    for k in keys:
-        if not isinstance(k, str) or "\n" in k or not _KEY_RE.match(k.strip()):
-            return (f"{str(k)[:40]!r}... is not one OpenSSH public key line "
-                    "(e.g. 'ssh-ed25519 AAAA... you@laptop', as in ~/.ssh/id_ed25519.pub)")
-    return None
-
-
-def _check_extra(lines: list) -> str | None:
-    for line in lines:
-        if not isinstance(line, str) or "\n" in line or "\r" in line or not line.strip():
-            return f"{line!r}: give one sshd_config directive per item, e.g. 'X11Forwarding no'"
-    return None
-
-
-def _check_ports(ports: list) -> str | None:
-    bad = [p for p in ports if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535]
-    return f"{bad!r} are not TCP ports (1-65535)" if bad else None
-
-
-DEFAULTS = declare(
-    "ssh",
-    Setting("ssh_authorized_keys", [], "list",
-            "public keys (lines of id_*.pub) installed for the rig's owner", item_kind="str",
-            check=_check_keys),
-    Setting("ssh_password_authentication", None, "bool",
-            "password login; None: off once the owner has an authorized key, else left as is",
-            nullable=True),
-    Setting("ssh_permit_root_login", "no", "str", "sshd PermitRootLogin",
-            choices=("no", "prohibit-password")),
-    Setting("ssh_port", 22, "port",
-            "the port pyinfra connects to; sshd always keeps listening on the port it was reached on"),
-    Setting("ssh_extra_ports", [], "list",
-            "more ports for sshd (move ports: add the new one here first, then switch ssh_port)",
-            item_kind="int", check=_check_ports),
-    Setting("ssh_extra_config", [], "list",
-            "extra sshd_config directives for the drop-in, one per item (validated by sshd -t)",
-            item_kind="str", check=_check_extra),
-)
-
-
-def preflight(host_name: str, data: dict) -> list[str]:
-    """Controller-side lock-out checks (no facts needed)."""
-    errors = []
-    keys = data.get("ssh_authorized_keys") or []
-    if data.get("ssh_password_authentication") is False and not keys and data.get("ssh_password") \
-            and not data.get("ssh_key"):
-        errors.append(
-            f"{host_name}: ssh_password_authentication = False would lock you out: pyinfra logs in "
-            "with ssh_password and ssh_authorized_keys is empty; add your public key to "
-            "ssh_authorized_keys (and log in with ssh_key), or keep password login on")
-    if data.get("ssh_permit_root_login") == "no" and data.get("ssh_user") == "root":
-        errors.append(
-            f"{host_name}: ssh_permit_root_login = 'no' would lock out ssh_user = 'root'; log in as "
-            "a sudo user (ssh_user, _sudo=True) or set ssh_permit_root_login = 'prohibit-password'")
-    return errors
 
 
 def render_dropin(*, ports: list[int], permit_root_login: str, password_authentication: bool | None,
@@ -173,7 +113,7 @@ def _sh(script: str, *args) -> str:
 
 def wanted_ports() -> list[int]:
     """sshd's ports: the one this connection came in on (else ``ssh_port``) plus the extras."""
-    conn = host.get_fact(SshServerPort, _sudo=False)
+    conn = fact(SshServerPort, _sudo=False)
     configured = setting("ssh_port")
     if conn is not None and configured and conn != configured:
         log.warning(f"{host.name}: ssh: connected to port {configured} but sshd received it on {conn} "
@@ -186,7 +126,7 @@ def wanted_ports() -> list[int]:
 def ssh():
     user = owner()
     keys = [k.strip() for k in host.data.ssh_authorized_keys]
-    have = host.get_fact(AuthorizedKeyCount, user=user)
+    have = fact(AuthorizedKeyCount, user=user)
     password = host.data.ssh_password_authentication
 
     # --- lock-out guards, before any change --------------------------------------------------
@@ -202,11 +142,11 @@ def ssh():
         if password is None:
             log.warning(f"{host.name}: ssh: {user} has no SSH key yet: password login left as it is; "
                         "add ssh_authorized_keys to turn it off")
-    if host.data.ssh_permit_root_login == "no" and host.get_fact(User, _sudo=False) == "root":
+    if host.data.ssh_permit_root_login == "no" and fact(User, _sudo=False) == "root":
         raise DeployError("ssh: refusing PermitRootLogin no while pyinfra logs in as root; "
                           "log in as a sudo user or set ssh_permit_root_login = 'prohibit-password'")
 
-    if "openssh-server" not in (host.get_fact(DebPackages) or {}):
+    if "openssh-server" not in (fact(DebPackages) or {}):
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
         apt.packages(name="OpenSSH server", packages=["openssh-server"], no_recommends=True)
 
@@ -218,9 +158,9 @@ def ssh():
     text = render_dropin(ports=ports, permit_root_login=host.data.ssh_permit_root_login,
                          password_authentication=password,
                          extra_config=list(host.data.ssh_extra_config))
-    if host.get_fact(Sha1File, path=DROPIN) == hashlib.sha1(text.encode()).hexdigest():
+    if fact(Sha1File, path=DROPIN) == hashlib.sha1(text.encode()).hexdigest():
         return
-    old_ports = _dropin_ports(host.get_fact(Sha1File, path=DROPIN) is not None)
+    old_ports = _dropin_ports(fact(Sha1File, path=DROPIN) is not None)
     files.directory(name="staging directory", path="/var/lib/dlrig/ssh", mode="700")
     files.put(name="stage the sshd drop-in", src=io.StringIO(text), dest=STAGING, mode="600")
     want = "" if password is None else ("yes" if password else "no")
@@ -235,5 +175,5 @@ def _dropin_ports(exists: bool) -> list[int] | None:
         return None
     from pyinfra.facts.files import FileContents
 
-    lines = host.get_fact(FileContents, path=DROPIN) or []
+    lines = fact(FileContents, path=DROPIN) or []
     return sorted({int(x.split()[1]) for x in lines if re.match(r"^\s*Port\s+\d+\s*$", x)})

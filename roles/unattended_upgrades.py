@@ -23,43 +23,10 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
+from dlrig.engine.facts import fact
 from dlrig.engine.hostdata import setting
-from dlrig.engine.settings import Setting, declare
+from dlrig.roles.settings.unattended_upgrades import DRIVER_PACKAGE_PATTERNS, DEFAULTS
 
-#: Packages of the GPU stack unattended-upgrades must never touch (regexes, matched at the start).
-DRIVER_PACKAGE_PATTERNS = (
-    r"nvidia-",
-    r"libnvidia-",
-    r"xserver-xorg-video-nvidia",
-    r"linux-modules-nvidia-",
-    r"linux-objects-nvidia-",
-    r"linux-signatures-nvidia-",
-    r"firmware-nvidia-",
-    r"cuda-drivers",
-    r"libcuda1",
-)
-
-
-def _check_regexes(values: list) -> str | None:
-    for v in values:
-        try:
-            re.compile(v)
-        except (re.error, TypeError) as e:
-            return f"{v!r} is not a regular expression ({e})"
-        if '"' in v or ";" in v:
-            return f"{v!r}: no quotes or semicolons (apt.conf syntax)"
-    return None
-
-
-DEFAULTS = declare(
-    "unattended_upgrades",
-    Setting("unattended_upgrades_enabled", True, "bool", "install and enable unattended-upgrades"),
-    Setting("unattended_upgrades_blacklist", [], "list",
-            "more package regexes unattended-upgrades must not upgrade", item_kind="str",
-            check=_check_regexes),
-    Setting("unattended_upgrades_reboot", False, "bool",
-            "reboot automatically when an update needs it (off: a training run is never cut)"),
-)
 
 CONF = "/etc/apt/apt.conf.d/52dlrig-unattended-upgrades"
 
@@ -87,7 +54,7 @@ def unattended_upgrades():
     if not host.data.unattended_upgrades_enabled:
         files.file(name=f"no {CONF}", path=CONF, present=False)
         return
-    if "unattended-upgrades" not in (host.get_fact(DebPackages) or {}):
+    if "unattended-upgrades" not in (fact(DebPackages) or {}):
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
         apt.packages(name="unattended-upgrades", packages=["unattended-upgrades"], no_recommends=True)
     files.template(

@@ -16,7 +16,7 @@ from dlrig.engine.catalogue import parse_roles
 from dlrig.engine.inventory import UserError
 from dlrig.engine.preflight import effective_data
 from dlrig.engine.runner import FAILED, UNREACHABLE, host_status, pyinfra_command, run_pyinfra
-from dlrig.roles import jupyter
+from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 
 
 @click.command()
@@ -29,7 +29,7 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
     """Show what apply would change (a pyinfra dry run); changes nothing."""
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
     result = run_pyinfra(
-        pyinfra_command(inventory, deploy_file(), dry=True, data={**pyinfra_data, jupyter.PLAN_ONLY: True},
+        pyinfra_command(inventory, deploy_file(), dry=True, data={**pyinfra_data, PLAN_ONLY: True},
                         verbose=verbose),
         show_progress=not as_json,
     )
@@ -209,7 +209,7 @@ def settings(role: str | None, as_python: bool, write_to: str | None) -> None:
 
 def driver_changed_hosts(results: dict | None) -> list[str]:
     """Hosts where the nvidia_driver role installed or removed driver packages in this run."""
-    from dlrig.roles.nvidia_driver import OP_PACKAGES, OP_REMOVE
+    from dlrig.roles.settings.nvidia_driver import OP_PACKAGES, OP_REMOVE
 
     wanted = {f"nvidia_driver | {OP_PACKAGES}", f"nvidia_driver | {OP_REMOVE}"}
     changed: set[str] = set()
@@ -264,7 +264,7 @@ def after_apply(inventory: str, results: dict | None, reboot: bool, quiet: bool 
 
 
 def echo_tunnel_hints(hosts: list, summary: dict | None = None, as_json: bool = False) -> None:
-    """Print :func:`dlrig.roles.jupyter.tunnel_hint` for every host that got the jupyter role (stderr with --json)."""
+    """Print :func:`dlrig.roles.settings.jupyter.tunnel_hint` for every host that got the jupyter role (stderr with --json)."""
     for h in hosts:
         data = effective_data(h.data)
         if "jupyter" not in parse_roles(data.get("dlrig_roles")):
@@ -272,4 +272,4 @@ def echo_tunnel_hints(hosts: list, summary: dict | None = None, as_json: bool = 
         if summary is not None and h.name in summary and not summary[h.name].ok:
             continue
         click.echo("", err=as_json)
-        click.echo(jupyter.tunnel_hint(h.name, data), err=as_json)
+        click.echo(tunnel_hint(h.name, data), err=as_json)

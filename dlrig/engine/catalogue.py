@@ -1,7 +1,8 @@
 """The catalogue of roles: their names in apply order, and loading one by name.
 
 The engine knows roles only by name. Role modules live in the ``dlrig.roles`` package (the
-design card's top-level ``roles/`` folder) and are loaded as plugins with :func:`load`; no
+design card's top-level ``roles/`` folder) and are loaded as plugins with :func:`load`, their
+settings (``roles/settings/<role>.py``, no pyinfra) with :func:`load_settings`; no
 engine module imports a role statically, so the arrows between layers point down only.
 """
 
@@ -11,6 +12,7 @@ import importlib
 from types import ModuleType
 
 ROLES_PACKAGE = "dlrig.roles"
+SETTINGS_PACKAGE = "dlrig.roles.settings"
 
 ORDER: tuple[str, ...] = (
     "base",
@@ -29,15 +31,24 @@ ORDER: tuple[str, ...] = (
 
 
 def load(name: str) -> ModuleType:
-    """The role module ``name`` (its import declares the role's settings)."""
+    """The role module ``name``: its ``@deploy`` (this imports pyinfra)."""
     if name not in ORDER:
         raise KeyError(f"unknown role {name!r}; known: {', '.join(ORDER)}")
     return importlib.import_module(f"{ROLES_PACKAGE}.{name}")
 
 
+def load_settings(name: str) -> ModuleType:
+    """The settings module of role ``name`` (declares its settings; no pyinfra), e.g. for ``preflight``."""
+    if name not in ORDER:
+        raise KeyError(f"unknown role {name!r}; known: {', '.join(ORDER)}")
+    return importlib.import_module(f"{SETTINGS_PACKAGE}.{name}")
+
+
 def load_all() -> None:
-    """Import every role, so that every setting is declared (the settings registry needs them)."""
-    importlib.import_module(ROLES_PACKAGE)
+    """Declare every setting (the settings registry needs them) without importing a role or pyinfra."""
+    importlib.import_module(SETTINGS_PACKAGE)
+    for name in ORDER:
+        load_settings(name)
 
 
 def parse_roles(value: str | list | tuple | None) -> list[str]:

@@ -6,7 +6,39 @@ them in one module is what makes "one place for each fact" checkable at a glance
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyinfra.api import FactBase
+
+# --- reading facts once per host and run -----------------------------------------------------
+
+_MEMO: dict[tuple[int, str], dict[tuple, Any]] = {}
+
+
+def fact(cls: type[FactBase], *args, **kwargs) -> Any:
+    """``host.get_fact(cls, ...)`` for roles: read once per host and run, then from a memo.
+
+    pyinfra 3 runs a fact's command each time it is asked (one SSH round trip each). While pyinfra
+    prepares the operations (``StateStage.Prepare``: the deploy file runs, no operation has been
+    executed on any host yet) a second read returns what the first did, so the memo (keyed by
+    fact class and arguments, ``_sudo`` and the like included) is exact there. In any other stage,
+    e.g. a callback that runs while operations execute and may have changed packages or files,
+    the fact is read afresh and the host's memo is dropped. Treat the value as read-only.
+    """
+    from pyinfra import host, state
+    from pyinfra.api.state import StateStage
+    from pyinfra.context import ctx_state
+
+    memo_key = (id(ctx_state.get()), host.name)
+    if state.current_stage != StateStage.Prepare:
+        _MEMO.pop(memo_key, None)
+        return host.get_fact(cls, *args, **kwargs)
+    memo = _MEMO.setdefault(memo_key, {})
+    key = (cls, repr(args), repr(sorted(kwargs.items())))
+    if key not in memo:
+        memo[key] = host.get_fact(cls, *args, **kwargs)
+    return memo[key]
+
 
 
 class DpkgAudit(FactBase):

@@ -16,6 +16,6 @@ def owner() -> str:
     """The rig's owner: ``workstation_user``, else the SSH login user, else who pyinfra runs as."""
     from pyinfra import host
 
-    from dlrig.engine.facts import LoginUser
+    from dlrig.engine.facts import LoginUser, fact
 
-    return setting("workstation_user") or host.data.get("ssh_user") or host.get_fact(LoginUser, _sudo=False)
+    return setting("workstation_user") or host.data.get("ssh_user") or fact(LoginUser, _sudo=False)

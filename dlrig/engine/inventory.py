@@ -31,11 +31,27 @@ def _looks_like_file(spec: str) -> bool:
 def load_inventory(spec: str, override_data: dict | None = None) -> list[HostSpec]:
     """The hosts of an inventory (file, ``@local``, ``@fake/x``, host names) with merged data.
 
-    This imports ``pyinfra_cli``, whose import gevent-monkey-patches the process (as pyinfra's own
-    CLI does): call it from a command-line process, not from a long-lived one with threads.
+    An inventory file of the usual shape is read here without pyinfra (``dlrig check`` stays
+    light; see :func:`read_inventory_file`); anything else goes through ``pyinfra_cli``, whose
+    import gevent-monkey-patches the process (as pyinfra's own CLI does): call it from a
+    command-line process, not from a long-lived one with threads.
     """
     if _looks_like_file(spec) and not Path(spec).exists():
         raise UserError(f"inventory {spec}: file not found; give a pyinfra inventory file such as inventories/example.py")
+    try:
+        hosts = read_inventory_file(spec, override_data)
+    except SyntaxError as e:
+        raise UserError(f"inventory {spec}: syntax error at line {e.lineno}: {e.msg}; fix the file") from None
+    except Exception as e:  # the user's Python raised: one line for them
+        raise UserError(f"inventory {spec}: cannot be loaded: {type(e).__name__}: {e}") from None
+    if hosts is None:
+        hosts = _pyinfra_inventory(spec, override_data)
+    if not hosts:
+        raise UserError(f"inventory {spec}: no hosts in it; list them in `hosts = [...]`")
+    return hosts
+
+
+def _pyinfra_inventory(spec: str, override_data: dict | None) -> list[HostSpec]:
     from pyinfra.api.state import State
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
@@ -47,9 +63,138 @@ def load_inventory(spec: str, override_data: dict | None = None) -> list[HostSpe
         raise UserError(f"inventory {spec}: syntax error at line {e.lineno}: {e.msg}; fix the file") from None
     except Exception as e:  # pyinfra raises many kinds here; the user needs one line
         raise UserError(f"inventory {spec}: cannot be loaded: {type(e).__name__}: {e}") from None
-    hosts = [HostSpec(h.name, h.data.dict(), list(dict.fromkeys(h.groups))) for h in inventory]
-    if not hosts:
-        raise UserError(f"inventory {spec}: no hosts in it; list them in `hosts = [...]`")
+    return [HostSpec(h.name, h.data.dict(), list(dict.fromkeys(h.groups))) for h in inventory]
+
+
+# --- inventory files without pyinfra ------------------------------------------------------------
+# pyinfra's rules (pyinfra_cli.inventory.make_inventory_from_files and pyinfra.api.inventory, 3.x),
+# for the shapes dlrig's inventories use; anything else returns None and pyinfra reads the file.
+# tests/unit/test_inventory_reader.py holds this to pyinfra's own result on every shape it takes.
+
+# host name prefix -> (the name pyinfra gives the host, its connector data, its connector groups)
+_CONNECTOR_NAMES = {
+    "@dlrig-ssh/": lambda arg: (arg, {"ssh_hostname": arg}, []),
+    "@ssh/": lambda arg: (f"@ssh/{arg}", {"ssh_hostname": arg}, []),
+}
+
+
+def _connector_host(name: str):
+    if name == "@local":
+        return "@local", {}, ["@local"]
+    if not name.startswith("@"):
+        return name, {}, []
+    for prefix, make in _CONNECTOR_NAMES.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return make(name[len(prefix):])
+    return None
+
+
+def _group_entries(key: str, value: Any):
+    """(host entries, group data) of a module-level value that pyinfra takes as a group, else None."""
+    if key.startswith("_"):
+        return None
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], list) and isinstance(value[1], dict):
+        entries, data = value
+    elif isinstance(value, list):
+        entries, data = value, {}
+    else:
+        return None
+    return entries, data
+
+
+def _exec_python(path: Path) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+    return namespace
+
+
+def _uses_pyinfra(path: Path) -> bool:
+    """Whether the file imports pyinfra anywhere (pyinfra's context objects need pyinfra's loader)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "pyinfra" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pyinfra":
+            return True
+    return False
+
+
+def _imported_names(path: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(a.asname or a.name.split(".")[0] for a in node.names if a.name != "*")
+    return names
+
+
+def read_inventory_file(spec: str, override_data: dict | None = None) -> list[HostSpec] | None:
+    """An inventory file's hosts as pyinfra would load them, without importing pyinfra.
+
+    None when pyinfra must read it: not a file, code that uses pyinfra, a host name with a
+    connector other than ``@local``, ``@ssh/`` and ``@dlrig-ssh/``, or a group of another shape.
+    """
+    path = Path(spec)
+    if not (spec.endswith(".py") and path.is_file()):
+        return None
+    cwd = Path.cwd()
+    folders = [cwd / "group_data"]
+    if path.parent.resolve() != cwd:
+        folders.append(path.parent.resolve() / "group_data")
+    data_files = [f for d in folders if d.is_dir() for f in sorted(d.iterdir()) if f.suffix == ".py"]
+    if any(_uses_pyinfra(f) for f in [path, *data_files]):
+        return None
+
+    groups: dict[str, tuple[list, dict]] = {}
+    for key, value in _exec_python(path).items():
+        if key.startswith("__") or not isinstance(value, (list, tuple)):
+            continue
+        group = _group_entries(key, value)
+        if group is None or not all(isinstance(e, (str, tuple)) for e in group[0]):
+            if key.startswith("_"):
+                continue
+            return None
+        groups[key] = group
+    all_hosts, all_data = groups.pop("all", (None, {}))
+    if all_hosts is None:
+        all_hosts = list(dict.fromkeys(e[0] if isinstance(e, tuple) else e for g in groups.values() for e in g[0]))
+    groups.setdefault(path.name.rsplit(".", 1)[0], (list(all_hosts), {}))
+
+    group_data: dict[str, dict] = {}
+    for f in data_files:
+        attrs = _exec_python(f)
+        keys = attrs["__all__"] if "__all__" in attrs else [k for k in attrs if k not in _imported_names(f)]
+        group_data.setdefault(f.stem, {}).update(
+            {k: v for k, v in attrs.items() if k in keys and not k.startswith("__")})
+    all_data = {**all_data, **group_data.pop("all", {})}
+    for name, (entries, data) in groups.items():
+        groups[name] = (entries, {**data, **group_data.get(name, {})})
+
+    entry_data: dict[str, dict] = {}
+    member_of: dict[str, list[str]] = {}
+    for gname, (entries, _) in groups.items():
+        for e in entries:
+            if isinstance(e, tuple) and not (len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], dict)):
+                return None
+            name, data = e if isinstance(e, tuple) else (e, {})
+            entry_data.setdefault(name, {}).update(data)
+            member_of.setdefault(name, []).append(gname)
+    hosts = []
+    for inv_name in all_hosts:
+        made = _connector_host(inv_name)
+        if made is None or any(h.name == made[0] for h in hosts):  # pyinfra merges such twins
+            return None
+        name, connector_data, connector_groups = made
+        names_groups = member_of.get(inv_name, [])
+        host_groups = names_groups + connector_groups + (names_groups if inv_name != name else [])
+        data = dict(all_data)
+        for g in host_groups:
+            data.update(groups.get(g, ([], {}))[1])
+        data.update({**connector_data, **entry_data.get(inv_name, {})})
+        data.update(override_data or {})
+        hosts.append(HostSpec(name, data, list(dict.fromkeys(host_groups))))
     return hosts
 
 

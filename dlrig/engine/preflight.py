@@ -1,6 +1,6 @@
 """Checks that run on the controller before any connection, after settings validation.
 
-A role may define ``preflight(host: str, data: dict) -> list[str]``: problems with its own
+A role's settings module (``roles/settings/<role>.py``) may define ``preflight(host: str, data: dict) -> list[str]``: problems with its own
 settings that need no host facts (contradicting wishes, a lock-out). ``data`` holds every
 setting with defaults filled in. Each problem is one line naming host, setting and fix.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlrig.engine.catalogue import ORDER, load, parse_roles
+from dlrig.engine.catalogue import ORDER, load_settings, parse_roles
 from dlrig.engine.inventory import HostSpec, UserError
 from dlrig.engine.settings import registry
 
@@ -24,7 +24,7 @@ def check(hosts: list[HostSpec]) -> None:
     for h in hosts:
         data = effective_data(h.data)
         for name in parse_roles(data.get("dlrig_roles")):
-            hook = getattr(load(name), "preflight", None)
+            hook = getattr(load_settings(name), "preflight", None)
             if hook is not None:
                 errors += hook(h.name, data)
     if errors:

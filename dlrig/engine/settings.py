@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 # Keys pyinfra itself reads (connector data and global arguments) are discovered from pyinfra,
@@ -90,8 +91,33 @@ def registry() -> dict[str, Setting]:
     return dict(_REGISTRY)
 
 
+PYINFRA_KEYS_FILE = Path(__file__).with_name("pyinfra_keys.json")
+
+
+def _installed_pyinfra_version() -> str | None:
+    """pyinfra's version from its dist-info folder's name, without importing pyinfra or importlib.metadata."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyinfra")
+    if spec is None or not spec.origin:
+        return None
+    found = sorted(Path(spec.origin).parent.parent.glob("pyinfra-*.dist-info"))
+    return found[0].name[len("pyinfra-"):-len(".dist-info")] if len(found) == 1 else None
+
+
+def recorded_pyinfra_keys() -> set[str] | None:
+    """:func:`pyinfra_keys` as recorded for the installed pyinfra (tools/pyinfra_keys.py), else None."""
+    import json
+
+    try:
+        record = json.loads(PYINFRA_KEYS_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    return set(record["keys"]) if record.get("pyinfra") == _installed_pyinfra_version() else None
+
+
 def pyinfra_keys() -> set[str]:
-    """Data keys that pyinfra itself understands: connector data and global arguments."""
+    """Data keys that pyinfra itself understands: connector data and global arguments (imports pyinfra)."""
     from importlib.metadata import entry_points
 
     from pyinfra.api.arguments import all_global_arguments
@@ -154,7 +180,13 @@ def _check_value(s: Setting, value: Any) -> str | None:
 def validate_host_data(host: str, data: dict[str, Any]) -> list[str]:
     """Every problem in one host's data, each as one line naming host, key and fix."""
     known = registry()
-    ours_and_pyinfra = set(known) | pyinfra_keys()
+    ours_and_pyinfra = set(known)
+    unknown = set(data) - ours_and_pyinfra
+    if unknown:
+        # The recorded list needs no pyinfra import; a key it lacks is looked up in pyinfra itself
+        # (a third-party connector's data, a newer pyinfra) before it is called unknown.
+        theirs = recorded_pyinfra_keys() or set()
+        ours_and_pyinfra |= theirs if unknown <= theirs else theirs | pyinfra_keys()
     errors = []
     for key in sorted(data):
         value = data[key]

@@ -12,10 +12,11 @@ from dlrig.gpu.table import GpuInfo
 
 def host_os() -> str:
     """``ubuntu-22.04`` / ``debian-12`` from the host's LinuxDistribution fact."""
-    from pyinfra import host
     from pyinfra.facts.server import LinuxDistribution
 
-    dist = host.get_fact(LinuxDistribution) or {}
+    from dlrig.engine.facts import fact
+
+    dist = fact(LinuxDistribution) or {}
     name = (dist.get("name") or "").lower()
     release = dist.get("release_meta", {}) or {}
     version = release.get("VERSION_ID") or str(dist.get("major") or "")
@@ -26,9 +27,7 @@ def host_os() -> str:
 
 def host_gpus() -> list[GpuInfo]:
     """The host's NVIDIA GPUs: ``driver_gpus`` when set, else its lspci (or sysfs) listing."""
-    from pyinfra import host
-
-    from dlrig.engine.facts import Lspci
+    from dlrig.engine.facts import Lspci, fact
     from dlrig.engine.hostdata import setting
     from dlrig.gpu.table import UnknownGpu, lookup, parse_lspci
 
@@ -36,7 +35,7 @@ def host_gpus() -> list[GpuInfo]:
     try:
         if override:
             return [lookup(g) for g in override]
-        return parse_lspci(host.get_fact(Lspci) or [])
+        return parse_lspci(fact(Lspci) or [])
     except UnknownGpu as e:
         raise ResolveError(str(e)) from None
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlrig.engine.tcp import set_nodelay
 from dlrig.testing.image import USER
 from dlrig.testing.system import (
     STATE_DIR,
@@ -178,13 +179,16 @@ class TestHost:
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         client.connect(self.address, port=self.port, username=self.user, key_filename=str(self.key_path),
                        look_for_keys=False, allow_agent=False, timeout=timeout)
+        set_nodelay(client)
         return client
 
     def testinfra_host(self) -> Any:
-        """A testinfra Host over paramiko, with sudo."""
+        """A testinfra Host over paramiko, with sudo (and TCP_NODELAY, as ``dlrig verify`` sets it)."""
         import testinfra
 
-        return testinfra.get_host(self._testinfra_spec(), sudo=True)
+        host = testinfra.get_host(self._testinfra_spec(), sudo=True)
+        set_nodelay(host.backend.client)
+        return host
 
     def _testinfra_spec(self) -> str:
         return (f"paramiko://{self.user}@{self.address}:{self.port}"

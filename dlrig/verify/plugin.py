@@ -6,6 +6,9 @@ host, with ``DLRIG_VERIFY_RESULTS`` naming the file to append to. Each line:
 ``message`` is the assert message (the checks write ``reason -> HINT: what to do``), the skip
 reason, or ``ExceptionType: text`` for a crash in a check; ``properties`` are what the check
 recorded with ``record_property`` (e.g. ``info``: tensor cores per card).
+
+Before each check it sets TCP_NODELAY on testinfra's paramiko connection (see
+docs/tcp-nodelay.md): a check's commands then cost a few ms each instead of ~50 ms.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from dlrig.engine.tcp import set_nodelay
 
 ENV_RESULTS = "DLRIG_VERIFY_RESULTS"
 
@@ -40,6 +45,21 @@ def _write(record: dict) -> None:
         return
     with Path(path).open("a") as f:
         f.write(json.dumps(record, default=str) + "\n")
+
+
+def nodelay(host) -> bool:
+    """TCP_NODELAY on a testinfra host's paramiko connection (connecting it if needed)."""
+    backend = getattr(host, "backend", None)
+    if getattr(backend, "NAME", None) != "paramiko":
+        return False
+    return set_nodelay(backend.client)  # testinfra's cached SSHClient (reconnects when dropped)
+
+
+def pytest_runtest_setup(item) -> None:
+    callspec = getattr(item, "callspec", None)
+    host = callspec.params.get("_testinfra_host") if callspec is not None else None
+    if host is not None:
+        nodelay(host)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -282,7 +282,10 @@ def probe(target: Target) -> str | None:
     import testinfra
 
     try:
+        from dlrig.verify.plugin import nodelay
+
         host = testinfra.get_host(target.spec, sudo=False)
+        nodelay(host)
         res = host.run("true")
         if res.rc != 0:
             return f"cannot run commands on {target.display}: exit {res.rc}: {res.stderr.strip()[:200]}"

@@ -157,6 +157,11 @@ def test_bare_host_to_torch_and_fastai(ml_rig, record_property):
     assert "ca-certificates.crt" in host.ssh(f"cat {PREFIX}/envs/dl/pip.conf").stdout
     condarc = host.ssh(f"cat {PREFIX}/.condarc").stdout
     assert "- conda-forge" in condarc and "defaults" not in condarc.split("channels:")[1]
+    # uv (use_uv, the default) installed the packages: pip's INSTALLER record says which tool did
+    site = host.ssh(f"{PYTHON} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'").stdout.strip()
+    installers = host.ssh(f"for f in {site}/torch-*.dist-info/INSTALLER {site}/fastai-*.dist-info/INSTALLER; "
+                          'do cat "$f"; echo; done').stdout.split()
+    assert installers == ["uv", "uv"], installers
     # the kernel is registered for the user
     kernel = json.loads(host.ssh("cat ~/.local/share/jupyter/kernels/dl/kernel.json").stdout)
     assert kernel["argv"][0] == PYTHON

@@ -17,7 +17,8 @@ from tests.plans.harness import commands, fake_host, plan
 ROLES = ["conda", "pytorch", "jupyter"]
 HASH = "sha1:0123456789ab:" + "a" * 40  # a fake hash (any hex passes the format check)
 PREFIX = "/home/alice/miniforge3"
-PY = f"{PREFIX}/envs/dl/bin/python"
+ENV = f"{PREFIX}/envs/dl"
+PY = f"{ENV}/bin/python"
 
 
 def ops_of(os: str, facts=None, **data):
@@ -49,10 +50,25 @@ def test_gpu_host_with_a_cu128_mirror_index_and_a_wheelhouse():
     ops = ops_of("ubuntu-22.04", pip_index_url="https://mirror.example/whl/cu128",
                  pip_find_links=["http://10.0.0.2/wheels/"], torch_version="2.8.0", extra_packages=["timm"])
     torch_cmd = next(c for o in ops for c in o["commands"] if "torch==" in c)
-    assert torch_cmd.startswith(f"{PY} -m pip install --index-url https://mirror.example/whl/cu128 "
-                                "--find-links http://10.0.0.2/wheels/ torch==2.8.0 'torchvision==0.23.*'")
+    wanted = "--index-url https://mirror.example/whl/cu128 --find-links http://10.0.0.2/wheels/ torch==2.8.0 'torchvision==0.23.*'"
+    # uv pip when the env has uv (use_uv, the default), pip otherwise: the same index, links and pins
+    assert torch_cmd.startswith(f"if [ -x {ENV}/bin/uv ]; then SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "
+                                f"{ENV}/bin/uv pip install --python {PY} --index-strategy unsafe-best-match {wanted}; "
+                                f"else {PY} -m pip install {wanted}; fi && ")
     assert "torch.version.cuda" in torch_cmd
-    assert "--find-links http://10.0.0.2/wheels/ fastai ipykernel timm" in commands(ops, "pytorch")
+    text = commands(ops, "pytorch")
+    assert f"{PY} -m pip install --find-links http://10.0.0.2/wheels/ uv" in text  # uv itself, by pip
+    assert "unsafe-best-match -c \"$c\" --find-links http://10.0.0.2/wheels/ fastai ipykernel timm" in text
+    assert "-m pip install -c \"$c\" --find-links http://10.0.0.2/wheels/ fastai ipykernel timm" in text
+
+
+def test_use_uv_false_installs_with_pip_only():
+    ops = ops_of("ubuntu-22.04", pip_index_url="https://mirror.example/whl/cu128", torch_version="2.8.0",
+                 use_uv=False)
+    text = commands(ops, "pytorch") + commands(ops, "jupyter")
+    torch_cmd = next(c for o in ops for c in o["commands"] if "torch==" in c)
+    assert torch_cmd.startswith(f"{PY} -m pip install --index-url https://mirror.example/whl/cu128 torch==2.8.0")
+    assert not any("uv" in n for n in names(ops, "pytorch")) and "bin/uv" not in text
 
 
 def test_cpu_only_host_gets_the_cpu_index_and_no_cuda_check():

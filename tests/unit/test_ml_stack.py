@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from dlrig.roles import TEMPLATES
 from dlrig.roles import conda as conda_role
 from dlrig.roles import jupyter as jupyter_role
+from dlrig.roles.settings import jupyter as jupyter_settings
 
 from dlrig.cli import common
 from dlrig.engine import passwords, pyenv
@@ -214,10 +215,10 @@ def test_password_prompt_option_passes_only_the_hash():
 # ------------------------------------------------------------------ tunnel hint
 
 def test_tunnel_hint_line_and_ssh_config_stanza():
-    text = jupyter_role.tunnel_hint("rig", {"ssh_user": "alice", "jupyter_port": 8890, "jupyter_ip": "127.0.0.1"})
+    text = jupyter_settings.tunnel_hint("rig", {"ssh_user": "alice", "jupyter_port": 8890, "jupyter_ip": "127.0.0.1"})
     assert "  ssh -N -L 8890:localhost:8890 alice@rig" in text.splitlines()
     assert "Host rig-jupyter" in text and "    LocalForward 8890 localhost:8890" in text
-    other = jupyter_role.tunnel_hint("rig", {"ssh_user": "bob", "ssh_hostname": "10.0.0.5", "ssh_port": 2222,
+    other = jupyter_settings.tunnel_hint("rig", {"ssh_user": "bob", "ssh_hostname": "10.0.0.5", "ssh_port": 2222,
                                         "jupyter_port": 8888, "jupyter_ip": "10.0.0.5"})
     assert "ssh -N -L 8888:10.0.0.5:8888 -p 2222 bob@10.0.0.5" in other and "    Port 2222" in other
 

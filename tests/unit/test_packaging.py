@@ -27,6 +27,8 @@ def test_wheel_carries_everything_under_the_dlrig_namespace(wheel):
     assert tops == {"dlrig"}, f"top-level modules besides dlrig: {tops - {'dlrig'}}"
     for path in ROOT.joinpath("roles").glob("*.py"):
         assert f"dlrig/roles/{path.name}" in names
+    for path in ROOT.joinpath("roles", "settings").glob("*.py"):
+        assert f"dlrig/roles/settings/{path.name}" in names
     for path in ROOT.joinpath("deploys").glob("*.py"):
         assert f"dlrig/deploys/{path.name}" in names
     for path in ROOT.joinpath("templates").glob("*.j2"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from dlrig.roles import dualboot, firewall, ssh, unattended_upgrades
+from dlrig.roles.settings import ssh as ssh_settings
 
 from dlrig.engine.settings import validate_host_data
 
@@ -128,11 +129,11 @@ def test_ssh_settings_validation():
 def test_ssh_preflight_lockouts():
     ok = {"ssh_password_authentication": False, "ssh_authorized_keys": [], "ssh_key": "/k",
           "ssh_permit_root_login": "no", "ssh_user": "me"}
-    assert ssh.preflight("h", ok) == []  # logs in by key: the host-side guard decides
-    (err,) = ssh.preflight("h", {**ok, "ssh_key": None, "ssh_password": "pw"})
+    assert ssh_settings.preflight("h", ok) == []  # logs in by key: the host-side guard decides
+    (err,) = ssh_settings.preflight("h", {**ok, "ssh_key": None, "ssh_password": "pw"})
     assert err.startswith("h: ssh_password_authentication = False would lock you out")
-    assert ssh.preflight("h", {**ok, "ssh_key": None, "ssh_password": "pw", "ssh_authorized_keys": [KEY]}) == []
-    (err,) = ssh.preflight("h", {**ok, "ssh_user": "root"})
+    assert ssh_settings.preflight("h", {**ok, "ssh_key": None, "ssh_password": "pw", "ssh_authorized_keys": [KEY]}) == []
+    (err,) = ssh_settings.preflight("h", {**ok, "ssh_user": "root"})
     assert "ssh_permit_root_login" in err
 
 

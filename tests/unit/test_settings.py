@@ -169,3 +169,13 @@ def test_data_accepts_json_and_python_literals_alike(raw):
 
     assert parse_data((f"cpu_only={raw}", "driver_gpus=[\"10de:1e84\"]", "env_name=dl", "x=null")) == {
         "cpu_only": True, "driver_gpus": ["10de:1e84"], "env_name": "dl", "x": None}
+
+
+def test_recorded_pyinfra_keys_match_the_installed_pyinfra():
+    """dlrig check tells pyinfra's keys from typos without importing pyinfra: the recorded list
+    must be the installed pyinfra's (refresh it with `python3 tools/pyinfra_keys.py`)."""
+    from dlrig.engine.settings import pyinfra_keys, recorded_pyinfra_keys
+
+    recorded = recorded_pyinfra_keys()
+    assert recorded is not None, "dlrig/engine/pyinfra_keys.json is for another pyinfra: run tools/pyinfra_keys.py"
+    assert recorded == pyinfra_keys(), "run `python3 tools/pyinfra_keys.py`"

@@ -1,0 +1,224 @@
+"""How fast dlrig is against plain pyinfra and a raw shell script, on fresh test hosts.
+
+    sudo python3 benchmarks/speed.py [--repeats 5] [--first-run]
+
+Prints one table (its output goes in the README's performance section). Every timing is a median
+of --repeats runs, the variants of a row interleaved (a, b, a, b, ...) so that load on the
+machine hits them alike:
+
+- no-op ``plan`` / ``apply`` of role base and of the light workstation (base, ssh, power,
+  dualboot, unattended_upgrades): ``dlrig`` against the same deploy file run by plain
+  ``pyinfra`` as shipped (pyinfra's own ssh connector: plain host names);
+- 1 host against 4 hosts, no-op ``dlrig plan`` of the light workstation;
+- fact reads and SSH commands of one no-op run (``pyinfra --debug`` lines);
+- with --first-run: base+conda+pytorch+jupyter (cpu_only) on a bare host by ``dlrig apply`` and by
+  a raw shell script doing the same installs (the local torch index and the Miniforge stand-in of
+  tests/fixtures), then no-op plan/apply of the whole non-GPU workstation on the dlrig host.
+
+The firewall role is left out everywhere: test hosts share this machine's network stack, so ufw
+there would filter this machine. Measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import dlrig.testing as testing  # noqa: E402
+from dlrig.deploys import deploy_file  # noqa: E402
+from dlrig.engine.runner import pyinfra_command  # noqa: E402
+
+LIGHT = "base,ssh,power,dualboot,unattended_upgrades"
+ML = "base,conda,pytorch,jupyter"
+NON_GPU = "base,conda,pytorch,jupyter,ssh,power,dualboot,unattended_upgrades"
+MACHINE_CAS = sorted(glob.glob("/usr/local/share/ca-certificates/*.crt"))
+SMALL = {"base_packages": ["jq"], "extra_ca_certificates": MACHINE_CAS}
+BEFORE: list[str] = [""]  # --before: another dlrig's python (e.g. one installed from the main branch)
+
+
+def run(cmd: list[str], timeout: int = 3600) -> float:
+    """Seconds ``cmd`` took; a command of the --before dlrig runs outside this checkout."""
+    start = time.monotonic()
+    cwd = "/" if cmd and cmd[0] == BEFORE[0] else ROOT
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    took = time.monotonic() - start
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
+    return took
+
+
+def dlrig(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dlrig", *args]
+
+
+def pyinfra(inv: Path, roles: str, dry: bool, debug: bool = False) -> list[str]:
+    cmd = pyinfra_command(str(inv), deploy_file(), dry=dry, data={"dlrig_roles": roles.split(",")})
+    return cmd + (["--debug"] if debug else [])
+
+
+def stock(inv: Path) -> Path:
+    """The same inventory with plain host names: pyinfra's own ssh connector (no TCP_NODELAY)."""
+    out = inv.with_name(inv.stem + "-stock.py")
+    out.write_text(inv.read_text().replace("'@dlrig-ssh/", "'"))
+    return out
+
+
+def medians(variants: dict[str, list[str]], repeats: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, cmd in variants.items():
+            times[name].append(run(cmd))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def counts(inv: Path, roles: str) -> tuple[int, int, int]:
+    """(fact reads, distinct fact reads, SSH commands) of one no-op dry run."""
+    r = subprocess.run(pyinfra(inv, roles, dry=True, debug=True), capture_output=True, text=True, cwd=ROOT)
+    facts = re.findall(r"Getting fact: (\S+) \(([^)]*)\)", r.stderr)
+    return len(facts), len(set(facts)), len(re.findall(r"Running command on ", r.stderr))
+
+
+# --- the raw script: base+conda+pytorch+jupyter as a person would type it ------------------------
+
+def raw_script(data: dict, home: str, yml: str) -> str:
+    prefix, env = f"{home}/miniforge3", f"{home}/miniforge3/envs/dl"
+    py = f"{env}/bin/python"
+    cas = " ".join(f"/tmp/bench-ca-{i}.crt" for i in range(len(MACHINE_CAS)))
+    return "\n".join([
+        "set -eu",
+        f"sudo cp {cas} /usr/local/share/ca-certificates/ 2>/dev/null || true" if MACHINE_CAS else "true",
+        "sudo update-ca-certificates >/dev/null",
+        "sudo apt-get update -qq",
+        "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+        + " ".join(data["base_packages"]) + " curl ca-certificates >/dev/null",
+        f"curl -fsSL -o /tmp/miniforge.sh {shlex.quote(data['conda_installer_url'])}",
+        f"echo '{data['conda_installer_sha256']}  /tmp/miniforge.sh' | sha256sum -c - >/dev/null",
+        f"bash /tmp/miniforge.sh -b -p {prefix} >/dev/null",
+        f"mkdir -p {prefix}/dlrig && cat > {prefix}/dlrig/dl.environment.yml <<'YML'\n{yml}YML",
+        f"{prefix}/bin/conda env create -p {env} -f {prefix}/dlrig/dl.environment.yml >/dev/null",
+        f"printf '[global]\\ncert = /etc/ssl/certs/ca-certificates.crt\\n' > {env}/pip.conf",
+        f"{py} -m pip install -q --index-url {data['pip_index_url']} torch=={data['torch_version']} torchvision",
+        f"{py} -m pip install -q fastai ipykernel jupyterlab",
+        f"{py} -m ipykernel install --user --name dl --display-name 'Python (dl)' >/dev/null",
+    ]) + "\n"
+
+
+def first_run(pool, work: Path, repeats: int, rows: list) -> None:
+    from jinja2 import Template
+
+    from dlrig.engine import passwords
+    from tests.fixtures import pyindex
+    from tests.fixtures.miniforge_standin import build_installer
+
+    root = work / "served"
+    installer = build_installer(root / "miniforge")
+    index = pyindex.build_index(testing.image.default_cache_dir() / "torch-index-2.14.1",
+                                ["torch==2.14.1", "torchvision==0.29.1"])
+    (root / "torch").symlink_to(index)
+    with pyindex.serve(root) as url:
+        a, b = pool.start_many(2, ["fr-dlrig", "fr-raw"])
+        data = {**SMALL, "cpu_only": True, "conda_installer_url": f"{url}/miniforge/{installer.name}",
+                "conda_installer_sha256": hashlib.sha256(installer.read_bytes()).hexdigest(),
+                "pip_index_url": f"{url}/torch/simple", "torch_version": "2.14.1",
+                "jupyter_password_hash": passwords.hash_password("bench")}
+        inv = testing.write_inventory([a], work / "ml.py", data=data)
+        yml = Template((ROOT / "templates" / "environment.yml.j2").read_text()).render(
+            env_name="dl", python_version="3.11", channels=["conda-forge"], torch_index=data["pip_index_url"])
+        for i, ca in enumerate(MACHINE_CAS):
+            subprocess.run(["scp", "-q", "-F", "/dev/null", "-i", str(b.key_path), "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "-P", str(b.port), ca,
+                            f"{b.user}@{b.address}:/tmp/bench-ca-{i}.crt"], check=True)
+        script = raw_script(data, f"/home/{b.user}", yml)
+        start = time.monotonic()
+        r = subprocess.run(b.ssh_argv("bash -s"), input=script, capture_output=True, text=True, timeout=3600)
+        t_raw = time.monotonic() - start
+        if r.returncode != 0:
+            raise SystemExit(f"raw script failed:\n{r.stderr[-3000:]}")
+        t_dlrig = run(dlrig("apply", str(inv), "--roles", ML, "--yes"))
+        rows.append((f"first run {ML} (cpu_only)", t_dlrig, "raw script", t_raw, 1))
+        run(dlrig("apply", str(inv), "--roles", NON_GPU, "--yes"))
+        sinv = stock(inv)
+        m = medians({"dlrig plan": dlrig("plan", str(inv), "--roles", NON_GPU, "--json"),
+                     "pyinfra --dry": pyinfra(sinv, NON_GPU, dry=True),
+                     "dlrig apply": dlrig("apply", str(inv), "--roles", NON_GPU, "--yes", "--json"),
+                     "pyinfra -y": pyinfra(sinv, NON_GPU, dry=False)}, repeats)
+        rows.append(("no-op plan, non-GPU workstation", m["dlrig plan"], "pyinfra", m["pyinfra --dry"], repeats))
+        rows.append(("no-op apply, non-GPU workstation", m["dlrig apply"], "pyinfra", m["pyinfra -y"], repeats))
+        rows.append(("facts/distinct/SSH commands, non-GPU no-op", "%d/%d/%d" % counts(inv, NON_GPU), "", "", 1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--first-run", action="store_true", help="also base+conda+pytorch+jupyter vs a raw script")
+    ap.add_argument("--before", metavar="PYTHON",
+                    help="also time this python's dlrig (e.g. an install of the main branch) on the same hosts")
+    args = ap.parse_args()
+    if args.before:
+        BEFORE[:] = [args.before, "-m", "dlrig"]
+    load = os.getloadavg()
+    rows: list[tuple] = []
+    with tempfile.TemporaryDirectory(prefix="dlrig-speed-") as tmp:
+        work = Path(tmp)
+        pool = testing.HostPool(work / "hosts", testing.golden_image())
+        try:
+            hosts = pool.start_many(4)
+            inv1 = testing.write_inventory(hosts[:1], work / "one.py", data=SMALL)
+            inv4 = testing.write_inventory(hosts, work / "four.py", data=SMALL)
+            run(dlrig("apply", str(inv4), "--roles", LIGHT, "--yes"))
+            stock1 = stock(inv1)
+            for label, roles in (("base", "base"), ("light workstation", LIGHT)):
+                variants = {"dlrig plan": dlrig("plan", str(inv1), "--roles", roles, "--json"),
+                            "pyinfra --dry": pyinfra(stock1, roles, dry=True),
+                            "dlrig apply": dlrig("apply", str(inv1), "--roles", roles, "--yes", "--json"),
+                            "pyinfra -y": pyinfra(stock1, roles, dry=False)}
+                if args.before:
+                    variants["before plan"] = [*BEFORE, "plan", str(stock1), "--roles", roles, "--json"]
+                m = medians(variants, args.repeats)
+                rows.append((f"no-op plan, {label}", m["dlrig plan"], "pyinfra", m["pyinfra --dry"], args.repeats))
+                rows.append((f"no-op apply, {label}", m["dlrig apply"], "pyinfra", m["pyinfra -y"], args.repeats))
+                if args.before:
+                    rows.append((f"no-op plan, {label}", m["dlrig plan"], "before", m["before plan"], args.repeats))
+            m = medians({"1": dlrig("plan", str(inv1), "--roles", LIGHT, "--json"),
+                         "4": dlrig("plan", str(inv4), "--roles", LIGHT, "--json")}, args.repeats)
+            rows.append(("no-op dlrig plan, light workstation: 4 hosts", m["4"], "1 host", m["1"], args.repeats))
+            rows.append(("facts/distinct/SSH commands, light no-op", "%d/%d/%d" % counts(inv1, LIGHT), "", "", 1))
+            light = {"help": ["--help"], "check": ["check", str(stock1)], "resolve": ["resolve", "--gpu", "10de:1e84"]}
+            variants = {k: dlrig(*a) for k, a in light.items()}
+            if args.before:
+                variants.update({f"before {k}": [*BEFORE, *a] for k, a in light.items()})
+            m = medians(variants, args.repeats)
+            for k in light:
+                rows.append((f"dlrig {k} (no host)", m[k], "before" if args.before else "",
+                             m.get(f"before {k}", ""), args.repeats))
+            if args.first_run:
+                first_run(pool, work, args.repeats, rows)
+        finally:
+            pool.stop_all()
+
+    print(f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)")
+    print(f"{'what':46} {'dlrig':>8} {'against':>11} {'it':>8} {'ratio':>6} {'runs':>5}")
+    for what, ours, other, theirs, n in rows:
+        if isinstance(ours, str):
+            print(f"{what:46} {ours:>8} {'':>11} {'':>8} {'':>6} {n:>5}")
+            continue
+        ratio = f"{ours / theirs:.2f}" if theirs else ""
+        it = f"{theirs:8.2f}" if theirs else f"{'':>8}"
+        print(f"{what:46} {ours:8.2f} {other:>11} {it} {ratio:>6} {n:>5}")
+
+
+if __name__ == "__main__":
+    main()
