@@ -28,6 +28,7 @@ away from the port pyinfra uses. To move sshd to a new port without a lock-out:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import re
@@ -40,14 +41,17 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
 from pyinfra.facts.server import User
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files, python, server
 
-from dlrig.engine.facts import AuthorizedKeyCount, fact, SshServerPort
+from dlrig.engine import sshaccess
+from dlrig.engine.facts import SSHD_CANDIDATE_SH, AuthorizedKeyCount, SshConnection, SshdAccess, SshServerPort, fact
 from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.sshkeys import from_allows, parse_keys
 from dlrig.roles.settings.ssh import DEFAULTS
 
 DROPIN = "/etc/ssh/sshd_config.d/00-dlrig.conf"
 STAGING = "/var/lib/dlrig/ssh/00-dlrig.conf"
+PREVIOUS = "/var/lib/dlrig/ssh/previous.conf"  # the drop-in before this apply, byte for byte
 MAIN_CONFIG = "/etc/ssh/sshd_config"
 
 
@@ -62,16 +66,13 @@ def render_dropin(*, ports: list[int], permit_root_login: str, password_authenti
                        password_authentication=password_authentication, extra_config=extra_config)
 
 
-# $1 staging file, $2 drop-in, $3 main config, $4 expected passwordauthentication ("" = any).
+# $1 staging file, $2 drop-in, $3 main config, $4 expected passwordauthentication ("" = any),
+# $5 where the drop-in in place now is kept (byte for byte, for RESTORE; "$5.absent" if none).
 VALIDATE_AND_INSTALL = r"""
-S=$1; D=$2; M=$3; WANT=$4
-DIR=$(dirname "$D")
+S=$1; D=$2; M=$3; WANT=$4; P=$5
 T=$(mktemp -d /tmp/dlrig-sshd.XXXXXX) || exit 1
 trap 'rm -rf "$T"' EXIT
-mkdir "$T/d"
-for f in "$DIR"/*.conf; do [ -e "$f" ] && cp -p "$f" "$T/d/"; done
-cp "$S" "$T/d/$(basename "$D")"
-sed -e "s#$DIR/#$T/d/#g" -e "s#^\([[:space:]]*[Ii]nclude[[:space:]]\{1,\}\)sshd_config\.d/#\1$T/d/#" "$M" > "$T/sshd_config"
+""".strip() + "\n" + SSHD_CANDIDATE_SH + "\n" + r"""
 if ! out=$(/usr/sbin/sshd -t -f "$T/sshd_config" 2>&1); then
     echo "sshd -t rejected the new config; $D and $M are unchanged:" >&2
     printf '%s\n' "$out" | sed -e "s#$T/d/#$DIR/#g" -e "s#$T/sshd_config#$M#g" >&2
@@ -84,6 +85,8 @@ if [ -n "$WANT" ]; then
         exit 1
     fi
 fi
+rm -f "$P" "$P.absent"
+if [ -e "$D" ]; then cp -p "$D" "$P" || exit 1; else : > "$P.absent"; fi
 install -m 644 -o root -g root "$S" "$D.dlrig-new" && mv -f "$D.dlrig-new" "$D"
 """.strip()
 
@@ -105,6 +108,14 @@ fi
 """.strip()
 
 
+# $1 drop-in, $2 the kept previous one, $3 as RELOAD's $1: put the old drop-in back, reload.
+RESTORE = r"""
+D=$1; P=$2
+if [ -e "$P.absent" ]; then rm -f "$D"; else cp -p "$P" "$D.dlrig-old" && mv -f "$D.dlrig-old" "$D" || exit 1; fi
+shift 2
+""".strip() + "\n" + RELOAD
+
+
 def _sh(script: str, *args) -> str:
     from shlex import quote
 
@@ -122,12 +133,112 @@ def wanted_ports() -> list[int]:
     return sorted({int(base), *(int(p) for p in setting("ssh_extra_ports") or [])})
 
 
+def login_method(data) -> str:
+    """How pyinfra logs in: ``publickey`` (ssh_key, an agent or ~/.ssh keys) or ``password``
+    (ssh_password without ssh_key)."""
+    if data.get("ssh_password") and not data.get("ssh_key"):
+        return sshaccess.PASSWORD
+    return sshaccess.PUBLICKEY
+
+
+def _refuse(text: str) -> None:
+    raise DeployError(f"ssh: refusing before any change: {text}")
+
+
+def prove_access_unchanged(login: str, method: str, conn: dict, text: str, keys: list,
+                           user: str, password: bool | None) -> None:
+    """Refuse (DeployError) a candidate drop-in under which ``login`` could no longer log in by
+    ``method`` from the controller, or under which no key of ``user`` would be accepted while
+    password login goes off. Decided from sshd's effective config (``sshd -T -C``)."""
+    users = tuple(dict.fromkeys([login, user]))
+    access = host.get_fact(SshdAccess, candidate_b64=base64.b64encode(text.encode()).decode(),
+                           dropin=DROPIN, main=MAIN_CONFIG, client=conn["client"],
+                           server=conn["server"], port=conn["port"], users=users)
+    if access is None:
+        return  # no sshd: nothing to lock anyone out of yet
+    lines = text.splitlines()
+    extra = list(host.data.ssh_extra_config)
+    mine = access["users"].get(login)
+    if not mine or mine["candidate"] is None or not mine["current"]:
+        return  # sshd rejects the candidate: the validate step fails with sshd's own message
+    for keyword, why in sshaccess.judge(login, mine["groups"], method, conn["client"], conn["port"],
+                                        mine["current"], mine["candidate"]):
+        source = sshaccess.line_for(keyword, extra)
+        if source:
+            _refuse(f"ssh_extra_config line {source!r} {why}; dlrig connects as {login} by {method} "
+                    f"from {conn['client']}: remove or change the line")
+        origin = {"passwordauthentication": "ssh_password_authentication",
+                  "kbdinteractiveauthentication": "ssh_password_authentication",
+                  "permitrootlogin": "ssh_permit_root_login"}.get(keyword, "the new drop-in")
+        _refuse(f"{origin} ({sshaccess.line_for(keyword, lines) or keyword}) {why}; dlrig connects "
+                f"as {login} by {method}: change the setting or log in another way")
+    # The owner's keys: every one must be of a type the new sshd accepts for the owner.
+    theirs = access["users"].get(user) or mine
+    accepted = set((theirs["candidate"] or {}).get("pubkeyacceptedalgorithms", "").split(","))
+    for k in keys:
+        if accepted != {""} and not accepted & set(k.algorithms()):
+            _refuse(f"ssh_authorized_keys {k.label}: sshd on {host.name} does not accept {k.type} "
+                    "keys (PubkeyAcceptedAlgorithms); use an ed25519 key (ssh-keygen -t ed25519)")
+    if password is False and keys and (theirs["candidate"] or {}).get("pubkeyauthentication") != "yes":
+        _refuse(f"password login would go off while key login is off for {user}")
+
+
+def new_login_sudo(state, host_, login: str) -> str | None:
+    """A brand-new SSH connection with pyinfra's own credentials runs ``sudo -n true`` (``true``
+    as root): None when it works, else why not. Retries while sshd re-executes after SIGHUP."""
+    import time
+
+    from pyinfra.connectors.ssh import SSHConnector
+    from pyinfra.connectors.sshuserclient import SSHClient
+
+    connector = SSHConnector(state, host_)
+    kwargs = connector.make_paramiko_kwargs()
+    hostname = kwargs.pop("hostname")
+    kwargs["timeout"] = 10
+    sudo_password = host_.data.get("_sudo_password")
+    cmd = "true" if login == "root" else ("sudo -S -p '' true" if sudo_password else "sudo -n true")
+    why = "no attempt"
+    for _ in range(10):
+        client = SSHClient()
+        try:
+            client.connect(hostname, **kwargs)
+            stdin, stdout, stderr = client.exec_command(cmd, timeout=30)
+            if sudo_password:
+                stdin.write(sudo_password + "\n")
+                stdin.flush()
+            code = stdout.channel.recv_exit_status()
+            if code == 0:
+                return None
+            return f"`{cmd}` exited {code}: {stderr.read().decode(errors='replace').strip()[:200]}"
+        except Exception as e:  # refused, reset while sshd restarts: try again
+            why = f"{type(e).__name__}: {e}"[:200]
+            time.sleep(1)
+        finally:
+            client.close()
+    return f"no new SSH login ({why})"
+
+
+def _prove_or_restore(state, host, restore: str, login: str) -> None:  # noqa: F811 (pyinfra passes host)
+    host_ = host
+    why = new_login_sudo(state, host_, login)
+    if why is None:
+        log.info(f"{host_.name}: ssh: a new SSH login still gets sudo")
+        return
+    ok, out = host_.run_shell_command(restore, _sudo=True)
+    restored = "the previous sshd config was restored byte for byte and sshd reloaded" if ok else \
+        "restoring the previous sshd config FAILED too: " + " ".join(out.stderr_lines[-2:] if hasattr(out, "stderr_lines") else [])
+    raise DeployError(f"ssh: after the reload a new SSH login failed: {why}; {restored}")
+
+
 @deploy("ssh", data_defaults=DEFAULTS)
 def ssh():
     user = owner()
-    keys = [k.strip() for k in host.data.ssh_authorized_keys]
+    keys = parse_keys([k.strip() for k in host.data.ssh_authorized_keys])
     have = fact(AuthorizedKeyCount, user=user)
     password = host.data.ssh_password_authentication
+    login = fact(User, _sudo=False)
+    conn = fact(SshConnection, _sudo=False)  # None: not over SSH (@local, @docker)
+    method = login_method(host.data)
 
     # --- lock-out guards, before any change --------------------------------------------------
     if have is None and (keys or password is False):
@@ -142,22 +253,40 @@ def ssh():
         if password is None:
             log.warning(f"{host.name}: ssh: {user} has no SSH key yet: password login left as it is; "
                         "add ssh_authorized_keys to turn it off")
-    if host.data.ssh_permit_root_login == "no" and fact(User, _sudo=False) == "root":
+        elif conn and method == sshaccess.PASSWORD:
+            password = None
+            log.warning(f"{host.name}: ssh: dlrig logs in as {login} with a password: password login "
+                        "left on; log in with ssh_key to let dlrig turn it off")
+    if host.data.ssh_permit_root_login == "no" and login == "root":
         raise DeployError("ssh: refusing PermitRootLogin no while pyinfra logs in as root; "
                           "log in as a sudo user or set ssh_permit_root_login = 'prohibit-password'")
+    if conn:
+        for k in keys:
+            for pattern in k.options.get("from", []):
+                if not from_allows(pattern, conn["client"]):
+                    _refuse(f"ssh_authorized_keys {k.label}: from=\"{pattern}\" excludes this "
+                            f"controller ({conn['client']}), so dlrig cannot prove the key works; "
+                            "add the address or drop the option")
 
     if "openssh-server" not in (fact(DebPackages) or {}):
         apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
         apt.packages(name="OpenSSH server", packages=["openssh-server"], no_recommends=True)
 
-    if keys:
-        server.user_authorized_keys(name=f"authorized keys of {user}", user=user, public_keys=keys)
-
-    # --- the drop-in: validated as a whole before it replaces the old one --------------------
+    # --- the drop-in: proven to keep this login, validated as a whole, then installed ---------
     ports = wanted_ports()
     text = render_dropin(ports=ports, permit_root_login=host.data.ssh_permit_root_login,
                          password_authentication=password,
                          extra_config=list(host.data.ssh_extra_config))
+    if conn:
+        prove_access_unchanged(login, method, conn, text, keys, user, password)
+        if user != login:
+            log.info(f"{host.name}: ssh: {login} (dlrig's login, {method}) keeps access; "
+                     f"the owner {user} logs in " + ("by key" if password is False else "by key or password"))
+
+    if keys:
+        server.user_authorized_keys(name=f"authorized keys of {user}", user=user,
+                                    public_keys=[k.strip() for k in host.data.ssh_authorized_keys])
+
     if fact(Sha1File, path=DROPIN) == hashlib.sha1(text.encode()).hexdigest():
         return
     old_ports = _dropin_ports(fact(Sha1File, path=DROPIN) is not None)
@@ -165,9 +294,12 @@ def ssh():
     files.put(name="stage the sshd drop-in", src=io.StringIO(text), dest=STAGING, mode="600")
     want = "" if password is None else ("yes" if password else "no")
     server.shell(name=f"validate the whole config (sshd -t) and install {DROPIN}",
-                 commands=[_sh(VALIDATE_AND_INSTALL, STAGING, DROPIN, MAIN_CONFIG, want)])
-    server.shell(name="reload sshd (live sessions survive)",
-                 commands=[_sh(RELOAD, "1" if old_ports != ports else "0")])
+                 commands=[_sh(VALIDATE_AND_INSTALL, STAGING, DROPIN, MAIN_CONFIG, want, PREVIOUS)])
+    moved = "1" if old_ports != ports else "0"
+    server.shell(name="reload sshd (live sessions survive)", commands=[_sh(RELOAD, moved)])
+    if conn:
+        python.call(name="prove a new SSH login still gets sudo (else restore the old config)",
+                    function=_prove_or_restore, restore=_sh(RESTORE, DROPIN, PREVIOUS, moved), login=login)
 
 
 def _dropin_ports(exists: bool) -> list[int] | None:

@@ -89,6 +89,83 @@ class SshServerPort(FactBase):
         return None
 
 
+class SshConnection(FactBase):
+    """This connection as sshd sees it, from ``$SSH_CONNECTION``: ``{"client": addr, "server": addr,
+    "port": int}``, or None (not over SSH). Read it with ``_sudo=False``: sudo drops the variable."""
+
+    def command(self) -> str:
+        return 'echo "SSHCONN ${SSH_CONNECTION:-}"'
+
+    def process(self, output):
+        for line in output:
+            parts = line.split()
+            if parts and parts[0] == "SSHCONN" and len(parts) == 5 and parts[4].isdigit():
+                return {"client": parts[1], "server": parts[3], "port": int(parts[4])}
+        return None
+
+
+# Builds "$T/sshd_config": the main config whose Include reads "$T/d", a copy of sshd_config.d
+# holding the candidate drop-in "$S" under the name of "$D" (shared by SshdAccess and role ssh).
+SSHD_CANDIDATE_SH = r"""
+DIR=$(dirname "$D")
+mkdir "$T/d"
+for f in "$DIR"/*.conf; do [ -e "$f" ] && cp -p "$f" "$T/d/"; done
+cp "$S" "$T/d/$(basename "$D")"
+sed -e "s#$DIR/#$T/d/#g" -e "s#^\([[:space:]]*[Ii]nclude[[:space:]]\{1,\}\)sshd_config\.d/#\1$T/d/#" "$M" > "$T/sshd_config"
+""".strip()
+
+
+class SshdAccess(FactBase):
+    """sshd's effective settings for a login, today and under a candidate drop-in (``sshd -T -C``).
+
+    ``{"users": {user: {"groups": [...], "current": {...}, "candidate": {...} or None}}}``
+    (``candidate`` None: sshd rejects the candidate config); None when sshd is not installed.
+    Writes only a private temporary directory under /tmp, removed before it returns.
+    """
+
+    def command(self, candidate_b64: str, dropin: str, main: str, client: str, server: str,
+                port: int, users: tuple[str, ...]) -> str:
+        from shlex import quote
+
+        script = (
+            '[ -x /usr/sbin/sshd ] || { echo NOSSHD; exit 0; }\n'
+            'B=$1; D=$2; M=$3; A=$4; L=$5; P=$6; shift 6\n'
+            'T=$(mktemp -d /tmp/dlrig-sshd.XXXXXX) || exit 1\n'
+            "trap 'rm -rf \"$T\"' EXIT\n"
+            'printf %s "$B" | base64 -d > "$T/candidate"; S=$T/candidate\n'
+            + SSHD_CANDIDATE_SH + "\n"
+            'for u in "$@"; do\n'
+            '  echo "GROUPS $u $(id -Gn -- "$u" 2>/dev/null | tr " " ,)"\n'
+            '  C="user=$u,host=$A,addr=$A,laddr=$L,lport=$P"\n'
+            '  /usr/sbin/sshd -T -f "$M" -C "$C" 2>/dev/null | sed "s/^/CUR $u /"\n'
+            '  if /usr/sbin/sshd -T -f "$T/sshd_config" -C "$C" > "$T/new" 2>/dev/null; then\n'
+            '    sed "s/^/NEW $u /" "$T/new"; else echo "INVALID $u"; fi\n'
+            'done'
+        )
+        args = [candidate_b64, dropin, main, client, server, str(port), *users]
+        return f"sh -c {quote(script)} dlrig-sshd " + " ".join(quote(a) for a in args)
+
+    def process(self, output):
+        users: dict = {}
+        for line in output:
+            parts = line.rstrip("\n").split(" ", 3)
+            if parts[0] == "NOSSHD":
+                return None
+            if parts[0] == "GROUPS" and len(parts) >= 2:
+                u = users.setdefault(parts[1], {"groups": [], "current": {}, "candidate": {}})
+                u["groups"] = [g for g in (parts[2] if len(parts) > 2 else "").split(",") if g]
+            elif parts[0] in ("CUR", "NEW") and len(parts) >= 3:
+                u = users.setdefault(parts[1], {"groups": [], "current": {}, "candidate": {}})
+                which = "current" if parts[0] == "CUR" else "candidate"
+                if u[which] is None:
+                    continue
+                key, value = parts[2].lower(), parts[3] if len(parts) > 3 else ""
+                u[which][key] = f"{u[which][key]} {value}" if key in u[which] else value
+            elif parts[0] == "INVALID" and len(parts) >= 2:
+                users.setdefault(parts[1], {"groups": [], "current": {}, "candidate": {}})["candidate"] = None
+        return {"users": users}
+
+
 class AuthorizedKeyCount(FactBase):
     """Public keys in a user's ~/.ssh/authorized_keys{,2}: an int, or None when no such user."""
 

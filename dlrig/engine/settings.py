@@ -33,6 +33,7 @@ class Setting:
     max: float | None = None
     item_kind: str | None = None  # for lists: the kind of each item
     nullable: bool = False
+    secret: bool = False  # never echo the value back (passwords, hashes, keys)
     check: Callable[[Any], str | None] | None = field(default=None, compare=False)
 
     def allowed(self) -> str:
@@ -199,13 +200,14 @@ def validate_host_data(host: str, data: dict[str, Any]) -> list[str]:
             continue
         s = known[key]
         bad = _check_value(s, value)
+        shown = f"{key} = {bad if bad is not None else repr(value)}" if not s.secret else f"{key} (value not shown)"
         if bad is None and s.check is not None and value is not None:
             why = s.check(value)
             if why:
-                errors.append(f"{host}: {key} = {value!r} is not allowed: {why}")
+                errors.append(f"{host}: {shown} is not allowed: {why}")
                 continue
         if bad is not None:
-            errors.append(f"{host}: {key} = {bad} is not allowed; use {s.allowed()} ({s.help})")
+            errors.append(f"{host}: {shown} is not allowed; use {s.allowed()} ({s.help})")
     return errors
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import re
 
 from dlrig.engine.settings import Setting, declare
-
-_KEY_RE = re.compile(r"^(?:[\w,=\"-]+ +)?(ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[\w@.-]+) +AAAA[0-9A-Za-z+/]+=*( .*)?$")
-
+from dlrig.engine.sshkeys import KeyProblem, parse_keys
 
 def _check_keys(keys: list) -> str | None:
-    for k in keys:
-        if not isinstance(k, str) or "\n" in k or not _KEY_RE.match(k.strip()):
-            return (f"{str(k)[:40]!r}... is not one OpenSSH public key line "
-                    "(e.g. 'ssh-ed25519 AAAA... you@laptop', as in ~/.ssh/id_ed25519.pub)")
+    """Every key through OpenSSH's parser (controller side, before connecting)."""
+    try:
+        parse_keys(list(keys))
+    except KeyProblem as e:
+        return str(e)
     return None
 
 
@@ -37,7 +36,7 @@ DEFAULTS = declare(
     "ssh",
     Setting("ssh_authorized_keys", [], "list",
             "public keys (lines of id_*.pub) installed for the rig's owner", item_kind="str",
-            check=_check_keys),
+            secret=True, check=_check_keys),
     Setting("ssh_password_authentication", None, "bool",
             "password login; None: off once the owner has an authorized key, else left as is",
             nullable=True),

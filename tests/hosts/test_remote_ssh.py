@@ -24,7 +24,10 @@ PASSWORD = "dlrig-test-pw-5"
 
 
 def _dlrig(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["dlrig", *args], capture_output=True, text=True, timeout=timeout)
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "dlrig.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def run_checks(h, tmp_path, roles: list[str], **settings) -> subprocess.CompletedProcess:
