@@ -34,6 +34,8 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
         show_progress=not as_json,
     )
     notes = apply_needs(hosts)
+    if result.interrupted:
+        report_interrupted(result, hosts, as_json, command="plan")
     changes = result.changes()
     conditional = result.changes(conditional=True)
     status = host_status(result, [h.name for h in hosts], dry=True)
@@ -118,6 +120,8 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
         click.confirm("Apply these changes?", abort=True)
 
     result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json)
+    if result.interrupted:
+        report_interrupted(result, hosts, as_json)
     summary = result.summary([h.name for h in hosts])
     status = host_status(result, [h.name for h in hosts], dry=False)
     all_ok = result.returncode == 0 and all(s.ok for s in summary.values())
@@ -166,6 +170,28 @@ def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int,
     finally:
         log.close()
     return result, log_path
+
+
+def report_interrupted(result, hosts, as_json: bool, command: str = "apply") -> None:
+    """An interrupted run is never a success: say what did not run, what may still run, exit 130/143."""
+    from dlrig.engine.runner import EXIT_SIGNAL, interruption_report
+
+    roles = {h.name: parse_roles(effective_data(h.data).get("dlrig_roles")) for h in hosts}
+    report = interruption_report(result.stderr, roles)
+    hint = (f"re-running `dlrig {command}` is safe: every step checks the host first and does only what is "
+            "still missing" if command == "apply" else "nothing was changed; run `dlrig plan` again")
+    if as_json:
+        click.echo(json.dumps({"ok": False, "interrupted": result.interrupted, "hosts": report, "hint": hint}))
+    else:
+        click.echo(f"\ndlrig: {command} interrupted ({result.interrupted}): not finished", err=True)
+        for name, r in report.items():
+            if r["stopped_in"]:
+                click.echo(f"  {name}: stopped in {r['stopped_in']} (its remote command, e.g. apt under "
+                           "sudo, may still be running on the host)", err=True)
+            click.echo(f"  {name}: roles that did not run: {', '.join(r['not_run']) or 'none'}", err=True)
+        click.echo(f"dlrig: {hint}", err=True)
+    sys.exit(EXIT_SIGNAL.get(result.interrupted, 130))
+
 
 
 @click.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ class RunResult:
     plan: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, Any] | None = None
     stderr: str = ""
+    interrupted: str | None = None  # "SIGINT"/"SIGTERM" when dlrig was stopped while pyinfra ran
 
     def changes(self, conditional: bool = False) -> list[Change]:
         """Operations that would change (or, with ``conditional``, might change) a host."""
@@ -143,25 +145,99 @@ def run_pyinfra(cmd: list[str], *, show_progress: bool | Callable[[str], None]) 
     """Run pyinfra; its progress (stderr) is kept and, with ``show_progress``, shown as it comes
     (a callable gets each line instead: a condensed view, a log file)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Its own session: a Ctrl-C reaches pyinfra once, forwarded by dlrig, which remembers it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     stdout_chunks: list[str] = []
     reader = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True)
     reader.start()
     stderr_lines = []
-    for line in proc.stderr:
-        stderr_lines.append(line)
-        if callable(show_progress):
-            show_progress(line)
-        elif show_progress:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-    returncode = proc.wait()
+    with forward_interrupts(proc) as caught:
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            if callable(show_progress):
+                show_progress(line)
+            elif show_progress:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        returncode = proc.wait()
     reader.join()
     stdout, stderr = "".join(stdout_chunks), "".join(stderr_lines)
     payload = _last_json_object(stdout)
     if payload is None:
-        return RunResult(returncode, stderr=stderr + stdout)
-    return RunResult(returncode, payload.get("plan") or [], payload.get("results"), stderr)
+        result = RunResult(returncode, stderr=stderr + stdout)
+    else:
+        result = RunResult(returncode, payload.get("plan") or [], payload.get("results"), stderr)
+    result.interrupted = caught[0] if caught else None
+    return result
+
+
+# --- interruption: Ctrl-C / SIGTERM is never success ----------------------------------------
+
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+class forward_interrupts:
+    """While pyinfra runs: SIGINT/SIGTERM sent to dlrig are recorded (a list holding the first
+    signal's name) and passed on to pyinfra, which then stops between or inside operations."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.caught, self.old = proc, [], {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if not self.caught:
+            self.caught.append(name)
+        try:
+            self.proc.send_signal(signal.SIGINT)  # pyinfra's own clean stop, for either signal
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> list[str]:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self.caught
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"^--> Starting (?:[\w ,]+ )?operation: (?P<names>.*?)(?: \(.*\))?$")
+
+
+def interruption_report(stderr: str, roles: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Per host, after an interrupted run: ``not_run`` (roles that never started), ``stopped_in``
+    (the operation under way, "role | operation"; its remote command may still be running, e.g.
+    apt under sudo) and ``completed`` (operations that finished)."""
+    out: dict[str, dict[str, Any]] = {}
+    current: str | None = None
+    started_roles: list[str] = []
+    finished: dict[str, int] = {h: 0 for h in roles}
+    last_done: dict[str, str | None] = {h: None for h in roles}
+    for raw in stderr.splitlines():
+        line = _ANSI.sub("", raw).strip()
+        m = _STARTED.match(line)
+        if m:
+            current = m["names"].split(", ")[0]
+            role = current.partition(" | ")[0] if " | " in current else ""
+            if role and role not in started_roles:
+                started_roles.append(role)
+            continue
+        p = _PROGRESS.match(line)
+        if p and p["host"] in roles and current and p["text"].strip().startswith(("Success", "No changes", "Error")):
+            finished[p["host"]] += 1
+            last_done[p["host"]] = current
+    for h, wanted in roles.items():
+        stopped = current if current and last_done[h] != current else None
+        out[h] = {
+            "not_run": [r for r in wanted if r not in started_roles],
+            "stopped_in": stopped,
+            "completed": finished[h],
+        }
+    return out
 
 
 def _last_json_object(stdout: str) -> dict | None:
