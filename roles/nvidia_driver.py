@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from io import StringIO
+from shlex import quote
 
 from dlrig.roles import template
 from pyinfra import host
@@ -317,18 +318,27 @@ def _debian_nonfree(res: Resolution) -> list:
     )]
 
 
+MOK_PASSWORD_FILE = "/var/lib/dlrig/mok-password"
+
+
 def _mok_enrol(family: str, password: str) -> None:
     key = setting("driver_mok_key") or MOK_KEYS[family]
     state = fact(MokKey, path=key)
     if state in ("enrolled", "pending"):
         return
     make_key = "dkms generate_mok" if family == "debian" else "update-secureboot-policy --new-key"
+    # The password never appears in a command line: mokutil reads it (twice) from a 0600 file
+    # uploaded over SFTP, removed right after, whatever mokutil's outcome.
+    files.directory(name="dlrig's private directory", path="/var/lib/dlrig", mode="700")
+    files.put(name="stage the MOK password (0600, removed after use)",
+              src=StringIO(f"{password}\n{password}\n"), dest=MOK_PASSWORD_FILE, mode="600")
+    k, pw = quote(key), quote(MOK_PASSWORD_FILE)
     server.shell(
         name="enrol the DKMS signing key (MOK): confirm at the MOK Manager screen on next boot",
         commands=[
-            f"[ -f {key} ] || {make_key}",
+            f"[ -f {k} ] || {make_key}",
             # Debian's /var/lib/dkms/mok.pub is DER despite its name; mokutil reads the password twice.
-            f"printf '%s\\n%s\\n' '{password}' '{password}' | mokutil --import {key}",
+            f"mokutil --import {k} < {pw}; rc=$?; rm -f {pw}; exit $rc",
             f"echo 'dlrig: MOK enrolment pending' > {REBOOT_MARKER}",
         ],
     )

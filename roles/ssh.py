@@ -158,9 +158,15 @@ def prove_access_unchanged(login: str, method: str, conn: dict, text: str, keys:
         return  # no sshd: nothing to lock anyone out of yet
     lines = text.splitlines()
     extra = list(host.data.ssh_extra_config)
+    if access.get("invalid"):
+        msg = access["invalid"]
+        m = re.search(r"line (\d+)", msg)
+        n = int(m.group(1)) if m and DROPIN in msg else 0
+        shown = f" (the line is {lines[n - 1].strip()!r})" if 0 < n <= len(lines) else ""
+        _refuse(f"sshd -t rejected the new config; {DROPIN} and {MAIN_CONFIG} are unchanged: {msg}{shown}")
     mine = access["users"].get(login)
-    if not mine or mine["candidate"] is None or not mine["current"]:
-        return  # sshd rejects the candidate: the validate step fails with sshd's own message
+    if not mine or not mine["current"]:
+        return
     for keyword, why in sshaccess.judge(login, mine["groups"], method, conn["client"], conn["port"],
                                         mine["current"], mine["candidate"]):
         source = sshaccess.line_for(keyword, extra)

@@ -22,6 +22,10 @@ def fail(err: UserError | str | list[str]) -> None:
     lines = err.lines if isinstance(err, UserError) else [err] if isinstance(err, str) else err
     for line in lines:
         click.echo(f"dlrig: error: {line}", err=True)
+    if "--json" in sys.argv[1:]:  # the same reason for programs reading --json
+        import json
+
+        click.echo(json.dumps({"ok": False, "error": "\n".join(lines)}))
     sys.exit(EXIT_USAGE)
 
 

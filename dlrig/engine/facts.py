@@ -118,8 +118,9 @@ sed -e "s#$DIR/#$T/d/#g" -e "s#^\([[:space:]]*[Ii]nclude[[:space:]]\{1,\}\)sshd_
 class SshdAccess(FactBase):
     """sshd's effective settings for a login, today and under a candidate drop-in (``sshd -T -C``).
 
-    ``{"users": {user: {"groups": [...], "current": {...}, "candidate": {...} or None}}}``
-    (``candidate`` None: sshd rejects the candidate config); None when sshd is not installed.
+    ``{"users": {user: {"groups": [...], "current": {...}, "candidate": {...} or None}}, "invalid": msg}``
+    (``candidate`` None and ``invalid`` sshd's message: sshd rejects the candidate config, paths
+    shown as the real ones); None when sshd is not installed.
     Writes only a private temporary directory under /tmp, removed before it returns.
     """
 
@@ -138,8 +139,9 @@ class SshdAccess(FactBase):
             '  echo "GROUPS $u $(id -Gn -- "$u" 2>/dev/null | tr " " ,)"\n'
             '  C="user=$u,host=$A,addr=$A,laddr=$L,lport=$P"\n'
             '  /usr/sbin/sshd -T -f "$M" -C "$C" 2>/dev/null | sed "s/^/CUR $u /"\n'
-            '  if /usr/sbin/sshd -T -f "$T/sshd_config" -C "$C" > "$T/new" 2>/dev/null; then\n'
-            '    sed "s/^/NEW $u /" "$T/new"; else echo "INVALID $u"; fi\n'
+            '  if /usr/sbin/sshd -T -f "$T/sshd_config" -C "$C" > "$T/new" 2> "$T/err"; then\n'
+            '    sed "s/^/NEW $u /" "$T/new"; else\n'
+            '    echo "INVALID $u $(sed -e "s#$T/d/#$DIR/#g" -e "s#$T/sshd_config#$M#g" "$T/err" | tr "\\n" " ")"; fi\n'
             'done'
         )
         args = [candidate_b64, dropin, main, client, server, str(port), *users]
@@ -147,6 +149,7 @@ class SshdAccess(FactBase):
 
     def process(self, output):
         users: dict = {}
+        invalid = None
         for line in output:
             parts = line.rstrip("\n").split(" ", 3)
             if parts[0] == "NOSSHD":
@@ -163,7 +166,8 @@ class SshdAccess(FactBase):
                 u[which][key] = f"{u[which][key]} {value}" if key in u[which] else value
             elif parts[0] == "INVALID" and len(parts) >= 2:
                 users.setdefault(parts[1], {"groups": [], "current": {}, "candidate": {}})["candidate"] = None
-        return {"users": users}
+                invalid = " ".join(parts[2:]).strip() or "sshd -T failed"
+        return {"users": users, "invalid": invalid}
 
 
 class AuthorizedKeyCount(FactBase):

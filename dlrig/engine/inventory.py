@@ -43,9 +43,10 @@ def load_inventory(spec: str, override_data: dict | None = None) -> list[HostSpe
     except SyntaxError as e:
         raise UserError(f"inventory {spec}: syntax error at line {e.lineno}: {e.msg}; fix the file") from None
     except Exception as e:  # the user's Python raised: one line for them
-        raise UserError(f"inventory {spec}: cannot be loaded: {type(e).__name__}: {e}") from None
+        raise UserError(f"inventory {spec}: cannot be loaded: {_reason(e, spec)}") from None
     if hosts is None:
         hosts = _pyinfra_inventory(spec, override_data)
+    _check_duplicates(spec)
     if not hosts:
         raise UserError(f"inventory {spec}: no hosts in it; list them in `hosts = [...]`")
     return hosts
@@ -62,7 +63,7 @@ def _pyinfra_inventory(spec: str, override_data: dict | None) -> list[HostSpec]:
     except SyntaxError as e:
         raise UserError(f"inventory {spec}: syntax error at line {e.lineno}: {e.msg}; fix the file") from None
     except Exception as e:  # pyinfra raises many kinds here; the user needs one line
-        raise UserError(f"inventory {spec}: cannot be loaded: {type(e).__name__}: {e}") from None
+        raise UserError(f"inventory {spec}: cannot be loaded: {_reason(e, spec)}") from None
     return [HostSpec(h.name, h.data.dict(), list(dict.fromkeys(h.groups))) for h in inventory]
 
 
@@ -198,8 +199,79 @@ def read_inventory_file(spec: str, override_data: dict | None = None) -> list[Ho
     return hosts
 
 
+def _check_ssh_key(h: HostSpec) -> list[str]:
+    """``ssh_key`` must be a readable private key file (never echoing what is in it)."""
+    import os
+
+    key = h.data.get("ssh_key")
+    if not key or not isinstance(key, str):
+        return []
+    path = Path(os.path.expanduser(key))
+    if not path.is_file():
+        return [f"{h.name}: ssh_key {key}: no such file; give the path of your private key, e.g. ~/.ssh/id_ed25519"]
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        return [f"{h.name}: ssh_key {key}: cannot be read ({e.strerror}); fix its permissions (chmod 600) "
+                "or run dlrig as its owner"]
+    if not head.lstrip().startswith(b"-----BEGIN ") or b"PRIVATE KEY" not in head + path.read_bytes()[:200]:
+        hint = " (that is the public half: drop the .pub)" if head.startswith((b"ssh-", b"ecdsa-", b"sk-")) else ""
+        return [f"{h.name}: ssh_key {key}: not a private key file{hint}; give e.g. ~/.ssh/id_ed25519"]
+    return []
+
+
+def _check_duplicates(spec: str) -> None:
+    """A host listed twice (pyinfra silently keeps one, then reports "No hosts remaining")."""
+    if not _looks_like_file(spec):
+        return
+    import ast
+
+    try:
+        tree = ast.parse(Path(spec).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.List, ast.Tuple)):
+            names = []
+            for elt in node.elts:
+                if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
+                    names.append((elt.value, elt.lineno))
+                elif isinstance(elt, ast.Tuple) and elt.elts and isinstance(elt.elts[0], ast.Constant) \
+                        and isinstance(elt.elts[0].value, str):
+                    names.append((elt.elts[0].value, elt.lineno))
+            seen: dict[str, int] = {}
+            for name, line in names:
+                if name in seen:
+                    raise UserError(f"inventory {spec} line {line}: host {name!r} is listed twice (first on line "
+                                    f"{seen[name]}); list each host once")
+                seen[name] = line
+
+
+def _reason(e: BaseException, spec: str) -> str:
+    """One line for an inventory that raised: the inventory file's line, the exception, no traceback.
+    pyinfra wraps what the file raised (UnexpectedExternalError, whose str() itself fails)."""
+    import traceback
+
+    inner = getattr(e, "exception", None) or e
+    where = ""
+    tb = getattr(inner, "_traceback", None) or inner.__traceback__
+    target = str(Path(spec).resolve()) if _looks_like_file(spec) else None
+    for frame in traceback.extract_tb(tb) if tb else []:
+        if target and str(Path(frame.filename).resolve()) == target:
+            where = f"line {frame.lineno}: "
+    try:
+        text = str(inner)
+    except Exception:
+        text = ""
+    if isinstance(inner, ModuleNotFoundError):
+        return f"{where}imports {inner.name!r}, which is not installed here; install it or remove the import"
+    return f"{where}{type(inner).__name__}" + (f": {text}" if text else "")
+
+
 def validate(hosts: list[HostSpec]) -> None:
     """Raise :class:`UserError` with every bad setting of every host."""
     errors = [line for h in hosts for line in validate_host_data(h.name, h.data)]
+    errors += [line for h in hosts for line in _check_ssh_key(h)]
     if errors:
         raise UserError(errors)

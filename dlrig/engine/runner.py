@@ -87,12 +87,20 @@ class RunResult:
 _PROGRESS = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?P<text>.*)$")
 
 
+_PYINFRA_PREFIX = re.compile(r"^(?:--> )?pyinfra error(?: in \S+ line \d+)?: ")
+
+
+def user_reason(line: str) -> str:
+    """pyinfra's fatal line without its "pyinfra error in .../dlrig/x.py line N:" prefix: the reason."""
+    return _PYINFRA_PREFIX.sub("", line.strip())
+
+
 def parse_progress(stderr: str, hosts: list[str]) -> dict[str, HostSummary]:
     """Per-host outcomes from pyinfra's progress output (``[host] Success`` lines and the like)."""
     out = {h: HostSummary() for h in hosts}
     connected: set[str] = set()
     ready: set[str] = set()
-    fatal = [line.strip().removeprefix("--> ") for line in stderr.splitlines() if line.startswith("--> pyinfra error")]
+    fatal = [user_reason(line) for line in stderr.splitlines() if line.startswith("--> pyinfra error")]
     for line in stderr.splitlines():
         m = _PROGRESS.match(line)
         if not m or m["host"] not in out:

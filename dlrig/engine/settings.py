@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,7 @@ class Setting:
     item_kind: str | None = None  # for lists: the kind of each item
     nullable: bool = False
     secret: bool = False  # never echo the value back (passwords, hashes, keys)
+    shape: str | None = None  # a key of SHAPES: what a str (or each str item) must look like
     check: Callable[[Any], str | None] | None = field(default=None, compare=False)
 
     def allowed(self) -> str:
@@ -67,6 +69,45 @@ _KIND_WORDS = {
 }
 
 _ITEM_WORDS = {"str": "strings", "int": "integers", "path": "absolute paths", "ip": "IP addresses"}
+
+# What strings may look like, for every setting that can reach a shell on the host (issue 11):
+# checked before any connection, in addition to shlex.quote where the value meets the shell.
+SHAPES: dict[str, tuple[str, str]] = {
+    # POSIX portable user name (useradd's default NAME_REGEX on Debian/Ubuntu)
+    "user": (r"[a-z_][a-z0-9_-]{0,31}", "a user name: lower-case letters, digits, _ and -, e.g. 'alice'"),
+    "path": (r"/[A-Za-z0-9._+@%=:,/-]*", "an absolute path of letters, digits and ._+@%=:,/- (no spaces "
+                                         "or shell characters)"),
+    "url": (r"(?:https?|file)://[A-Za-z0-9._~:/?#@!%&+,=-]+",
+            "an http(s):// or file:// URL without spaces or quotes"),
+    # Debian Policy 5.6.1 package names, optionally =version or :arch (apt's syntax)
+    "deb_package": (r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?",
+                    "a Debian package name (lower-case letters, digits, +.-), optionally =VERSION"),
+    "conda_channel": (r"[A-Za-z0-9][A-Za-z0-9._-]*|(?:https?|file)://[A-Za-z0-9._~:/?#@!%&+,=-]+",
+                      "a conda channel name (conda-forge) or an http(s)/file URL"),
+    "interface": (r"[A-Za-z0-9_.:-]{1,15}", "a network interface name as `ip link` lists it, e.g. 'enp5s0'"),
+    "hex": (r"[0-9A-Fa-f]{16,128}", "hexadecimal digits"),
+    "gpu": (r"[A-Za-z0-9 ._:+/()-]{1,80}", "a PCI id (10de:2684) or a GPU name (letters, digits, spaces, ._:+/()-)"),
+    "mok_password": (r"[\x21-\x7e]{8,64}", "8 to 64 printable ASCII characters, no spaces (you type it at boot)"),
+}
+
+_SHAPE_RES = {name: re.compile(rx) for name, (rx, _) in SHAPES.items()}
+_DEFAULT_SHAPE = {"path": "path", "url": "url"}
+
+
+def shape_of(s: "Setting") -> str | None:
+    return s.shape or _DEFAULT_SHAPE.get(s.kind if s.kind != "list" else (s.item_kind or ""))
+
+
+def _shape_error(s: "Setting", value: Any) -> str | None:
+    shape = shape_of(s)
+    if shape is None or s.choices is not None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, str) and not _SHAPE_RES[shape].fullmatch(item):
+            return SHAPES[shape][1]
+    return None
+
 
 _REGISTRY: dict[str, Setting] = {}
 
@@ -200,6 +241,12 @@ def validate_host_data(host: str, data: dict[str, Any]) -> list[str]:
             continue
         s = known[key]
         bad = _check_value(s, value)
+        if bad is None and value is not None:
+            why = _shape_error(s, value)
+            if why:
+                shown = f"{key} (value not shown)" if s.secret else f"{key} = {value!r}"
+                errors.append(f"{host}: {shown} is not allowed: use {why}")
+                continue
         shown = f"{key} = {bad if bad is not None else repr(value)}" if not s.secret else f"{key} (value not shown)"
         if bad is None and s.check is not None and value is not None:
             why = s.check(value)

@@ -35,5 +35,6 @@ COMMON_DEFAULTS = declare(
         "str",
         "the rig's owner (conda, Jupyter and SSH keys are theirs); None: the login user",
         nullable=True,
+        shape="user",
     ),
 )

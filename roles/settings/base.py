@@ -39,8 +39,10 @@ def _pem_files(paths: list) -> str | None:
 
 DEFAULTS = declare(
     "base",
-    Setting("base_packages", ESSENTIALS, "list", "essential packages on every rig", item_kind="str"),
-    Setting("base_extra_packages", [], "list", "more apt packages you want", item_kind="str"),
+    Setting("base_packages", ESSENTIALS, "list", "essential packages on every rig", item_kind="str",
+            shape="deb_package"),
+    Setting("base_extra_packages", [], "list", "more apt packages you want", item_kind="str",
+            shape="deb_package"),
     Setting(
         "apt_lock_timeout",
         600,

@@ -51,6 +51,7 @@ DEFAULTS = declare(
         "list",
         "channels in .condarc and environment.yml (a conda-forge mirror URL works too)",
         item_kind="str",
+        shape="conda_channel",
         check=_channels,
     ),
 )

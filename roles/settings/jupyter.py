@@ -27,6 +27,7 @@ DEFAULTS = declare(
         "str",
         "JupyterLab password hash (jupyter_server.auth.passwd()); or apply --jupyter-password-prompt",
         nullable=True,
+        secret=True,
         check=passwords.check_password_hash,
     ),
     Setting(

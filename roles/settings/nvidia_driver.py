@@ -34,7 +34,8 @@ DEFAULTS = declare(
     Setting("driver_branch", None, "int", "driver branch, e.g. 580 (None: the resolver's choice for the GPUs)",
             nullable=True, check=_branch_check),
     Setting("driver_gpus", None, "list", "plan for these GPUs (PCI ids or names) instead of lspci's, e.g. "
-            "['10de:1e84']: prepare a host before the card is in", item_kind="str", nullable=True),
+            "['10de:1e84']: prepare a host before the card is in", item_kind="str", nullable=True,
+            shape="gpu"),
     Setting("driver_hold", True, "bool", "apt-mark hold the driver packages (no surprise upgrades: "
             "'Driver/library version mismatch')"),
     Setting("driver_headless", False, "bool", "ubuntu source: compute only, no X/OpenGL driver (servers)"),
@@ -46,7 +47,7 @@ DEFAULTS = declare(
     Setting("driver_blacklist_nouveau", True, "bool", "blacklist the nouveau driver"),
     Setting("driver_mok_password", None, "str", "DKMS + Secure Boot: one-time password to enrol the DKMS "
             "signing key (you type it at the MOK Manager screen on the next boot); None refuses instead",
-            nullable=True),
+            nullable=True, secret=True, shape="mok_password"),
     Setting("driver_mok_key", None, "path", "DKMS signing key to enrol (None: /var/lib/dkms/mok.pub on Debian, "
             "/var/lib/shim-signed/mok/MOK.der on Ubuntu)", nullable=True),
     Setting("nvidia_repo_url", NVIDIA_REPO, "url", "NVIDIA CUDA apt repository root (a mirror works); "
@@ -54,7 +55,7 @@ DEFAULTS = declare(
     Setting("nvidia_repo_key_url", None, "url", "the repository's signing key (None: "
             "<repo>/3bf863cc.pub, NVIDIA's key)", nullable=True),
     Setting("nvidia_repo_key_sha256", None, "str", "expected sha256 of the key file (None: not checked)",
-            nullable=True),
+            nullable=True, shape="hex"),
     Setting("nvidia_repo_key_fingerprint", NVIDIA_KEY_FINGERPRINT, "str", "apt accepts the repository only "
             "when signed by the key with this fingerprint (signed-by=KEYRING,FINGERPRINT); None: any key in "
             "the downloaded keyring", nullable=True, check=_fingerprint_check),

@@ -30,8 +30,8 @@ def _check_regexes(values: list) -> str | None:
             re.compile(v)
         except (re.error, TypeError) as e:
             return f"{v!r} is not a regular expression ({e})"
-        if '"' in v or ";" in v:
-            return f"{v!r}: no quotes or semicolons (apt.conf syntax)"
+        if any(c in v for c in '";\n\r\0'):
+            return f"{v!r}: no quotes, semicolons or line breaks (apt.conf syntax)"
     return None
 
 

@@ -121,6 +121,7 @@ def test_secure_boot_mok_enrolment_when_opted_in():
     text = commands(ops, "nvidia_driver")
     assert "mokutil --import /var/lib/shim-signed/mok/MOK.der" in text
     assert "update-secureboot-policy --new-key" in text
+    assert "s3cret-once" not in text, "the MOK password reached a command line"
     enrolled = _ops("ubuntu-22.04", facts={"--sb-state": ["SecureBoot enabled"], "MOK.der": ["enrolled"]},
                     driver_source="nvidia", driver_mok_password="s3cret-once")
     assert "mokutil --import" not in commands(enrolled, "nvidia_driver")
