@@ -15,6 +15,8 @@ from dlrig.engine.sshkeys import from_allows
 
 PUBLICKEY, PASSWORD = "publickey", "password"
 
+# Settings that matter to key logins only.
+KEY_ONLY = ("authorizedkeysfile", "pubkeyacceptedalgorithms", "casignaturealgorithms")
 # Settings whose new value must keep every value of the old one (a login uses one of them).
 SUPERSET = ("authorizedkeysfile", "pubkeyacceptedalgorithms", "kexalgorithms", "ciphers", "macs",
             "hostkeyalgorithms", "hostkey", "casignaturealgorithms")
@@ -52,6 +54,8 @@ def judge(user: str, groups: list[str], method: str, addr: str, port: int,
 
 def _judge_one(k, old, new, user, groups, method, addr, port) -> str | None:  # noqa: C901 (a table)
     words = new.split()
+    if k in KEY_ONLY and method != PUBLICKEY:
+        return None  # where keys are looked up, which key types: nothing to a password login
     if k in SUPERSET:
         kept = set(new.replace(",", " ").split())
         lost = [w for w in old.replace(",", " ").split() if w not in kept]
