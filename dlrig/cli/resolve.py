@@ -19,11 +19,21 @@ from dlrig.gpu.resolver import resolve as resolve_stack
 from dlrig.gpu.table import UnknownGpu, lookup
 
 
+def _known_branch(value: int | None) -> int | None:
+    """--driver is checked before anything else: a branch dlrig knows, else exit 2 with the list."""
+    from dlrig.gpu.resolver import unknown_branch
+
+    if value is not None and unknown_branch(value):
+        common.fail(f"--driver {value}: {unknown_branch(value)}")
+    return value
+
+
 @click.command("resolve")
 @click.option("--gpu", "gpus", multiple=True, metavar="ID_OR_NAME",
               help="A GPU by PCI id (10de:1e84) or name ('RTX 2070 Super'); repeat for several.")
 @click.option("--os", "os_name", default="ubuntu-24.04", show_default=True, help=f"One of {', '.join(OSES)}.")
-@click.option("--driver", "driver_branch", type=int, metavar="BRANCH", help="Driver branch wish, e.g. 580.")
+@click.option("--driver", "driver_branch", type=int, metavar="BRANCH", help="Driver branch wish, e.g. 580.",
+              callback=lambda ctx, param, value: _known_branch(value))
 @click.option("--cuda", metavar="X.Y", help="CUDA toolkit wish, e.g. 12.8.")
 @click.option("--torch", "torch_version", metavar="X.Y", help="torch release wish, e.g. 2.8.")
 @click.option("--source", "driver_source", type=click.Choice(["ubuntu", "nvidia", "debian"]),

@@ -72,6 +72,15 @@ SOURCE_BRANCHES: dict[str, dict[str, tuple[int, ...]]] = {
     "nvidia": {os: (535, 550, 555, 560, 565, 570, 575, 580, 590, 595) for os in OSES},
 }
 SOURCES = ("ubuntu", "nvidia", "debian")
+KNOWN_BRANCHES: tuple[int, ...] = tuple(sorted({b for per_os in SOURCE_BRANCHES.values() for bs in per_os.values() for b in bs}))
+
+
+def unknown_branch(branch: int) -> str | None:
+    """Why ``branch`` is not a driver branch dlrig knows (any source, any OS), or None."""
+    if branch in KNOWN_BRANCHES:
+        return None
+    return (f"driver branch {branch} is not one dlrig knows; use one of {', '.join(map(str, KNOWN_BRANCHES))} "
+            "(or leave it unset for the resolver's choice)")
 PREFERRED_BRANCH = 580  # production branch; the last for Maxwell/Pascal/Volta, CUDA 13.0's
 
 # PyTorch wheels (pytorch/pytorch RELEASE.md): torch -> (python min, python max, variants).
@@ -350,6 +359,8 @@ def resolve(
     hi = min([hi] + [ceiling(g) for g in gpus])
     if driver_branch is not None:
         driver_branch = int(driver_branch)
+        if unknown_branch(driver_branch):
+            raise ResolveError(unknown_branch(driver_branch))
         pinned_flavor = flavor_for(gpus, driver_branch)
         for g in gpus:
             if driver_branch <= hi and not supports(g, driver_branch, pinned_flavor):

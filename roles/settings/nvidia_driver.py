@@ -24,7 +24,9 @@ def _fingerprint_check(v):
 
 
 def _branch_check(v):
-    return None if 300 <= v <= 999 else "a driver branch is a 3-digit number such as 535 or 580"
+    from dlrig.gpu.resolver import unknown_branch
+
+    return unknown_branch(v)
 
 
 DEFAULTS = declare(

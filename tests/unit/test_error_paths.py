@@ -45,3 +45,15 @@ def test_pyinfra_prefix_is_not_shown():
     line = "--> pyinfra error in /usr/lib/python3/site-packages/dlrig/gpu/resolver.py line 212: no driver for 12345"
     assert user_reason(line) == "no driver for 12345"
     assert user_reason("--> pyinfra error: No hosts remaining!") == "No hosts remaining!"
+
+
+def test_unknown_driver_branch_refused_before_connecting_and_by_resolve():
+    from dlrig.engine.settings import validate_host_data
+
+    errors = validate_host_data("h", {"driver_branch": 12345})
+    assert errors and "not one dlrig knows" in errors[0] and "580" in errors[0]
+    assert validate_host_data("h", {"driver_branch": 580}) == []
+    r = subprocess.run([sys.executable, "-m", "dlrig.cli", "resolve", "--driver", "12345"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--driver 12345: driver branch 12345 is not one dlrig knows" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
