@@ -92,16 +92,37 @@ install -m 644 -o root -g root "$S" "$D.dlrig-new" && mv -f "$D.dlrig-new" "$D"
 
 # $1: 1 when the set of ports changed (socket-activated sshd needs its socket regenerated).
 RELOAD = r"""
+socks() { ls -l "/proc/$1/fd" 2>/dev/null | grep -o 'socket:\[[0-9]*\]' | sort | tr '\n' ' '; }
+# sshd re-executes itself on SIGHUP and opens new listening sockets: wait for them, so that a
+# new login afterwards is served by the new config, never by the old daemon.
+settle() {
+    [ -n "$1" ] || return 0
+    i=0
+    while [ $i -lt 100 ]; do
+        now=$(socks "$1")
+        [ -n "$now" ] && [ "$now" != "$2" ] && return 0
+        sleep 0.1; i=$((i + 1))
+    done
+    echo "sshd (pid $1) did not reopen its sockets within 10s after the reload" >&2
+    return 1
+}
+pid=$(cat /run/sshd.pid 2>/dev/null)
+[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || pid=
+before=$(socks "$pid")
 if [ -d /run/systemd/system ]; then
     if [ "$1" = 1 ] && systemctl is-active --quiet ssh.socket; then
         systemctl daemon-reload && systemctl restart ssh.socket
     fi
     for u in ssh.service sshd.service; do
-        if systemctl is-active --quiet "$u"; then systemctl reload "$u" || exit 1; echo "reloaded $u"; exit 0; fi
+        if systemctl is-active --quiet "$u"; then
+            systemctl reload "$u" || exit 1
+            settle "$pid" "$before" || exit 1
+            echo "reloaded $u"; exit 0
+        fi
     done
     echo "sshd is not running: the new config applies when it starts"
-elif [ -s /run/sshd.pid ] && kill -0 "$(cat /run/sshd.pid)" 2>/dev/null; then
-    kill -HUP "$(cat /run/sshd.pid)" && echo "sent SIGHUP to sshd (pid $(cat /run/sshd.pid))"
+elif [ -n "$pid" ]; then
+    kill -HUP "$pid" && settle "$pid" "$before" && echo "sent SIGHUP to sshd (pid $pid), which reopened its sockets"
 else
     echo "sshd is not running: the new config applies when it starts"
 fi

@@ -121,7 +121,7 @@ def parse_line(line: str, index: int = 1, now: float | None = None) -> Authorize
     if first not in KEY_TYPES:
         if not rest or _first_token(rest)[0] not in KEY_TYPES:
             label = first if len(first) <= 40 and re.fullmatch(r"[\w@.-]+", first) else "its first field"
-            raise KeyProblem(f"{name}: {label!r} is not an OpenSSH key type (one of "
+            raise KeyProblem(f"{name}: {label!r} is not an OpenSSH public key type (one of "
                              f"{', '.join(KEY_TYPES)}); paste the line of your id_*.pub file")
         try:
             parts = _split_options(first)

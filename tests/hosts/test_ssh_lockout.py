@@ -22,6 +22,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from dlrig.roles.ssh import RELOAD, _sh
 from dlrig.testing import HostPool
 
 pytestmark = pytest.mark.hosts
@@ -157,10 +158,10 @@ def _reset(h) -> None:
             c = _connect(h, method)
         except Exception:
             continue
-        c.exec_command("sudo -n kill -HUP $(cat /run/sshd.pid)")[1].channel.recv_exit_status()
+        # the role's own reload, which waits until sshd has reopened its sockets
+        c.exec_command("sudo -n " + _sh(RELOAD, "0"))[1].channel.recv_exit_status()
         c.close()
         break
-    time.sleep(0.5)
 
 
 def _value(h, v):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import socket
 import subprocess
 import sys
@@ -123,7 +125,11 @@ def test_cli_bad_settings_exit_2_with_lines_and_touch_no_host(tmp_path, listener
         "dlrig: error: rig: base_packages = 'git' is not allowed; use a list of strings "
         "(essential packages on every rig)",
     ]
-    assert r.stdout == ""
+    if command == "apply":
+        assert r.stdout == ""
+    else:  # --json carries the same reason (issue 11)
+        payload = json.loads(r.stdout)
+        assert payload["ok"] is False and "apt_lock_timout" in payload["error"] and "base_packages" in payload["error"]
     assert _attempts(listener) == 0, "dlrig connected to a host despite invalid settings"
 
 

@@ -97,7 +97,7 @@ def test_a_type_label_that_does_not_match_the_blob_is_refused(keys, kind):
     _, b, c = keys[kind].split(" ", 2)
     with pytest.raises(KeyProblem, match="not a valid"):
         parse_line(f"{other} {b} {c}", 1)
-    with pytest.raises(KeyProblem, match="is not an OpenSSH key type"):
+    with pytest.raises(KeyProblem, match="is not an OpenSSH public key type"):
         parse_line(f"ssh-ed448 {b} {c}", 1)
 
 
@@ -112,7 +112,7 @@ def test_options(keys):
                      (f'cert-authority {ed}', "cert-authority"),
                      (f'command="/bin/false" {ed}', "forces one command"),
                      (f'frm="1.2.3.4" {ed}', "'frm' is not one sshd knows"),
-                     (f'from="1.2.3.4 {ed}', "not an OpenSSH key type"),
+                     (f'from="1.2.3.4 {ed}', "not an OpenSSH public key type"),
                      (f'from="1.2.3.4;rm" {ed}', "is not a host pattern"),
                      ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n", "one OpenSSH public key line")):
         with pytest.raises(KeyProblem, match=why):
