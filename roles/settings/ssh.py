@@ -6,7 +6,6 @@ roles/ssh.py, the deploy, imports its defaults from here.
 
 from __future__ import annotations
 
-import re
 
 from dlrig.engine.settings import Setting, declare
 from dlrig.engine.sshkeys import KeyProblem, parse_keys
