@@ -121,7 +121,10 @@ def test_secure_boot_mok_enrolment_when_opted_in():
     text = commands(ops, "nvidia_driver")
     assert "mokutil --import /var/lib/shim-signed/mok/MOK.der" in text
     assert "update-secureboot-policy --new-key" in text
-    assert "s3cret-once" not in text, "the MOK password reached a command line"
+    shell = [c for op in ops if op["role"] == "nvidia_driver" for c in op["commands"] if not c.startswith("UPLOAD ")]
+    assert not any("s3cret-once" in c for c in shell), "the MOK password reached a command line"
+    uploads = [c for op in ops for c in op["commands"] if c.startswith("UPLOAD /var/lib/dlrig/mok-password")]
+    assert uploads == ["UPLOAD /var/lib/dlrig/mok-password\ns3cret-once\ns3cret-once\n"]  # a file, not argv
     enrolled = _ops("ubuntu-22.04", facts={"--sb-state": ["SecureBoot enabled"], "MOK.der": ["enrolled"]},
                     driver_source="nvidia", driver_mok_password="s3cret-once")
     assert "mokutil --import" not in commands(enrolled, "nvidia_driver")

@@ -36,8 +36,9 @@ def test_ssh_installs_keys_then_validates_then_reloads():
                           ssh_user="me", ssh_authorized_keys=[KEY])], roles=["ssh"])["rig"]
     names = _ops(ops, "ssh")
     assert names.index("authorized keys of me") < names.index("stage the sshd drop-in")
-    assert names[-2:] == ["validate the whole config (sshd -t) and install /etc/ssh/sshd_config.d/00-dlrig.conf",
-                          "reload sshd (live sessions survive)"]
+    assert names[-3:] == ["validate the whole config (sshd -t) and install /etc/ssh/sshd_config.d/00-dlrig.conf",
+                          "reload sshd (live sessions survive)",
+                          "prove a new SSH login still gets sudo (else restore the old config)"]
     text = commands(ops, "ssh")
     assert "UPLOAD /var/lib/dlrig/ssh/00-dlrig.conf" in text
     assert "Port 22\nPermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no" in text
