@@ -69,6 +69,9 @@ class VM(TestHost):
     firmware: str = "bios"
     disk: Path | None = None
     forwards: dict[int, int] = field(default_factory=dict)
+    #: ports forwarded to the same port number in the guest (a port sshd may move to: pyinfra's
+    #: ssh_port is both the port it connects to and the port the ssh role gives sshd)
+    mirrored: list[int] = field(default_factory=list)
     memory_mb: int = MEMORY_MB
     cpus: int = CPUS
     boot_seconds: float | None = None  # power-on to SSH of the last (re)boot
@@ -182,7 +185,7 @@ class VM(TestHost):
 
 
 def start_vm(workdir: Path, firmware: str = "bios", name: str = "vm", forwards: Iterable[int] = (),
-             image: Path | None = None, memory_mb: int = MEMORY_MB, cpus: int = CPUS) -> VM:
+             image: Path | None = None, memory_mb: int = MEMORY_MB, cpus: int = CPUS, mirrored: int = 0) -> VM:
     """Boot a VM on a fresh qcow2 overlay of the cached image; returns once SSH answers."""
     if firmware not in FIRMWARES:
         raise HostError(f"firmware {firmware!r}: use one of {', '.join(FIRMWARES)}")
@@ -197,9 +200,11 @@ def start_vm(workdir: Path, firmware: str = "bios", name: str = "vm", forwards: 
     last: Exception | None = None
     for _ in range(3):  # a port taken between _free_port() and qemu's bind: try new ports
         ports = {22: _free_port(), **{int(g): _free_port() for g in forwards}}
+        same = [_free_port() for _ in range(mirrored)]
+        ports.update({p: p for p in same})
         v = VM(name=name, address="127.0.0.1", key_path=vm_image_key(image), root=hostdir,
                port=ports[22], hostdir=hostdir, firmware=firmware, disk=disk, forwards=ports,
-               memory_mb=memory_mb, cpus=cpus)
+               memory_mb=memory_mb, cpus=cpus, mirrored=same)
         v.ssh_config.write_text(
             f"Host *\n  User {v.user}\n  IdentityFile {v.key_path}\n  StrictHostKeyChecking no\n"
             "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")

@@ -46,7 +46,7 @@ FIRMWARES = ("bios", "uefi")
 #: Installed into every VM (a booted Debian: kernel, systemd as PID 1, udev, dbus, sshd).
 PACKAGES: tuple[str, ...] = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "kmod", "initramfs-tools",
-    "openssh-server", "sudo", "python3", "ca-certificates", "iproute2", "procps",
+    "openssh-server", "sudo", "python3", "ca-certificates", "iproute2", "procps", "zstd",
 )
 #: The bootloader of each firmware (Debian's signed shim and GRUB for Secure Boot).
 FIRMWARE_PACKAGES: dict[str, tuple[str, ...]] = {
@@ -151,6 +151,13 @@ def _build_root(root: Path, firmware: str, mirror: str, security: str, pubkey: s
     policy = root / "usr/sbin/policy-rc.d"  # no daemons start in the chroot
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
+    # a small initramfs (TCG unpacks and probes every module of MODULES=most slowly): the drivers
+    # for a virtio disk and ext4, zstd; udev loads the rest from the root filesystem
+    (etc / "initramfs-tools/conf.d").mkdir(parents=True, exist_ok=True)
+    (etc / "initramfs-tools/conf.d/dlrig-vm.conf").write_text("MODULES=list\nCOMPRESS=zstd\n")
+    (root / "usr/share/initramfs-tools/modules.d").mkdir(parents=True, exist_ok=True)
+    (root / "usr/share/initramfs-tools/modules.d/dlrig-vm").write_text(
+        "virtio_pci\nvirtio_blk\next4\ncrc32c_generic\n")
     _chroot_mounts(root)
     try:
         chroot("apt-get", "update", "-qq")

@@ -1,9 +1,10 @@
-"""Roles on ONE shared booted BIOS VM (``shared_vm``): what only a machine that runs systemd as PID 1,
-boots through GRUB and reboots can show. Each test leaves the VM booted with SSH on port 22.
+"""Roles on the shared booted BIOS VM after the whole workstation was applied and the VM rebooted
+(the ``workstation`` fixture): what only a machine that runs systemd as PID 1, boots through GRUB
+and reboots can show. Tests run in file order; each leaves the VM booted and reachable by SSH.
 
 Real here: qemu (TCG), GRUB (grub-pc), the Debian kernel, systemd, logind, timedated, ufw/iptables
-in the VM's own kernel, os-prober, the ntfs3 driver. Stand-ins: the "Windows" partitions hold only
-what os-prober reads (``bootmgr``, ``Boot/BCD``), so Windows is listed, never booted.
+in the VM's own kernel, os-prober, the ntfs3 driver, sshd. Stand-ins: the "Windows" partitions hold
+only what os-prober reads (``bootmgr``, ``Boot/BCD``), so Windows is listed, never booted.
 """
 
 from __future__ import annotations
@@ -19,25 +20,20 @@ from tests.vm.helpers import apply, inventory, plan_changes
 pytestmark = pytest.mark.vm
 
 
-def test_power_suspend_refused_and_masks_survive_reboot(shared_vm, tmp_path):
-    v = shared_vm
-    inv = inventory(v, tmp_path / "inv.py")
-    apply(inv, "power", "power: apply")
-    before = v.boot_id()
-    r = v.ssh("sudo -n systemctl suspend", check=False, timeout=60)
-    assert r.returncode != 0 and "masked" in r.stderr.lower(), r.stderr
-    assert v.boot_id() == before  # still up: nothing suspended
-    v.reboot()
+def test_power_suspend_refused_and_masks_survive_reboot(workstation):
+    v = workstation.vm  # rebooted after apply
     for target in ("sleep", "suspend", "hibernate", "hybrid-sleep"):
         assert v.ssh(f"systemctl is-enabled {target}.target", check=False).stdout.strip() == "masked"
-    r = v.ssh("sudo -n systemctl hibernate", check=False, timeout=60)
-    assert r.returncode != 0 and "masked" in r.stderr.lower(), r.stderr
-    assert plan_changes(inv, "power", "power: re-plan after reboot") == []
+    before = v.boot_id()
+    for verb in ("suspend", "hibernate"):
+        r = v.ssh(f"sudo -n systemctl {verb}", check=False, timeout=60)
+        assert r.returncode != 0 and "masked" in r.stderr.lower(), r.stderr
+    assert v.boot_id() == before  # still up: nothing suspended
 
 
 def _http_ok(port: int) -> bool:
-    """Does a GET through the forwarded port get an HTTP answer? (slirp accepts the TCP connection
-    on this side before the guest does, so a blocked port shows as a reset or no answer.)"""
+    """A GET through the forwarded port answered? (qemu accepts the TCP connection on this side
+    before the guest does, so a port ufw blocks shows as a reset or no answer, not a refusal.)"""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=8) as r:
             return r.status == 200
@@ -45,47 +41,42 @@ def _http_ok(port: int) -> bool:
         return False
 
 
-def test_firewall_in_the_vm_kernel_refuses_unless_allowed(shared_vm, tmp_path):
-    v = shared_vm
+def test_firewall_in_the_vm_kernel_refuses_unless_allowed(workstation, tmp_path):
+    v = workstation.vm
+    status = v.ssh("sudo -n ufw status verbose").stdout  # enabled at boot by ufw.service
+    assert "Status: active" in status and "Default: deny (incoming)" in status, status
+    assert "ufw-user-input" in v.ssh("sudo -n iptables -S").stdout  # rules in the VM's kernel
     port = v.forwards[8080]
     v.ssh("sudo -n systemd-run --unit dlrig-web --property=WorkingDirectory=/tmp "
           "python3 -m http.server 8080 --bind 0.0.0.0")
-    deadline = time.monotonic() + 60
-    while not _http_ok(port):
-        assert time.monotonic() < deadline, "the VM's web server never answered before ufw"
-        time.sleep(1)
-    # ssh_limit off: every ssh from this machine reaches the VM from one address (qemu's 10.0.2.2)
-    inv = inventory(v, tmp_path / "inv.py", firewall_ssh_limit=False)
-    apply(inv, "firewall", "firewall: apply")
-    status = v.ssh("sudo -n ufw status verbose").stdout
-    assert "Status: active" in status and "Default: deny (incoming)" in status, status
-    assert "ufw-user-input" in v.ssh("sudo -n iptables -S").stdout  # rules in the VM's kernel
-    assert not _http_ok(port), "ufw let the forwarded port through without a rule"
-    assert v.ssh("true").returncode == 0  # SSH stays reachable
-    inv = inventory(v, tmp_path / "inv2.py", firewall_ssh_limit=False, firewall_allow=["8080/tcp"])
-    apply(inv, "firewall", "firewall: allow 8080")
-    assert _http_ok(port), "firewall_allow=['8080/tcp'] did not open the port"
-    assert plan_changes(inv, "firewall") == []
-    v.ssh("sudo -n systemctl stop dlrig-web", check=False)
+    try:
+        assert v.ssh("python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/').status)\"",
+                     ).stdout.strip() == "200"  # the service runs ...
+        time.sleep(2)
+        assert not _http_ok(port), "ufw let the forwarded port through without a rule"  # ... ufw blocks it
+        assert v.ssh("true").returncode == 0  # SSH stays reachable
+        inv = inventory(v, tmp_path / "inv.py", **{**workstation.data, "firewall_allow": ["8080/tcp"]})
+        apply(inv, "firewall", "firewall: allow 8080/tcp")
+        deadline = time.monotonic() + 30
+        while not _http_ok(port):
+            assert time.monotonic() < deadline, "firewall_allow=['8080/tcp'] did not open the port"
+            time.sleep(1)
+        assert plan_changes(inv, "firewall") == []
+    finally:
+        v.ssh("sudo -n systemctl stop dlrig-web", check=False)
 
 
-def test_dualboot_for_real(shared_vm, tmp_path):
-    v = shared_vm
-    uuid = v.ssh("sudo -n blkid -o value -s UUID /dev/vda2").stdout.strip()
-    assert uuid
-    inv = inventory(v, tmp_path / "inv.py", rtc_local=True, grub_timeout=7, grub_default="linux",
-                    data_disks=[{"uuid": uuid, "mount": "/mnt/data"}])
-    apply(inv, "dualboot", "dualboot: apply")
+def test_dualboot_menu_rtc_and_data_disk_survive_reboot_and_a_missing_disk(workstation):
+    v = workstation.vm
+    uuid = workstation.data["data_disks"][0]["uuid"]
     cfg = v.ssh("sudo -n cat /boot/grub/grub.cfg").stdout
     assert "menuentry 'Windows" in cfg and "(on /dev/vda1)" in cfg, cfg[-3000:]  # os-prober found it
-    assert "set timeout=7" in cfg
-    assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout
-    assert plan_changes(inv, "dualboot", "dualboot: re-plan") == []
-    log_before = len(v.serial_log.read_text(errors="replace"))
-    v.reboot()
-    menu = v.serial_log.read_text(errors="replace")[log_before:]
-    assert "Windows 10" in menu, menu[:3000]  # the menu GRUB drew on the serial console
-    assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout
+    assert "set timeout=7" in cfg and 'set default="0"' in cfg
+    serial = v.serial_log.read_text(errors="replace")
+    last_boot = serial[serial.rindex("GNU GRUB"):]
+    assert "Windows 10" in last_boot.split("Booting `")[0], last_boot[:3000]  # GRUB's menu on the console
+    assert "automatically in 7s" in last_boot
+    assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout  # after the reboot
     assert v.ssh("findmnt -no FSTYPE /mnt/data").stdout.strip() == "ntfs3"
     assert "README.txt" in v.ssh("ls /mnt/data").stdout
     fstab = v.ssh("cat /etc/fstab").stdout
@@ -94,6 +85,37 @@ def test_dualboot_for_real(shared_vm, tmp_path):
     v.ssh("sudo -n umount /mnt/data && sudo -n sfdisk -q --no-reread --delete /dev/vda 2")
     v.reboot()
     assert v.ssh("findmnt /mnt/data", check=False).returncode != 0
+    assert v.ssh("test -b /dev/vda2", check=False).returncode != 0
     state = v.ssh("systemctl is-system-running --wait", check=False).stdout.strip()
-    assert state in ("running", "degraded"), state
+    assert state in ("running", "degraded"), v.ssh("systemctl --failed", check=False).stdout
     assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout
+
+
+def test_ssh_port_really_moves_sshd_and_the_live_session_survives(workstation, tmp_path):
+    v = workstation.vm
+    new = v.mirrored[0]  # forwarded to the same port in the VM
+    live = v.session(timeout=60)
+    try:
+        # step 1 (connected on 22): sshd listens on 22 and the new port as well; ufw allows both
+        inv1 = inventory(v, tmp_path / "step1.py", **{**workstation.data, "ssh_extra_ports": [new]})
+        apply(inv1, "ssh,firewall", "ssh: extra port")
+        assert f":{new} " in v.ssh("ss -Hltn").stdout
+        # step 2 (connected on the new port): port 22 goes
+        old_port, v.port = v.port, new
+        inv2 = inventory(v, tmp_path / "step2.py", **workstation.data)
+        apply(inv2, "ssh,firewall", "ssh: move to the new port")
+        listening = v.ssh("ss -Hltn").stdout
+        assert f":{new} " in listening and ":22 " not in listening, listening
+        assert "-p" not in v.ssh("cat /proc/$(pgrep -o -x sshd)/cmdline | tr '\\0' ' '").stdout.split()
+        _, stdout, _ = live.exec_command("echo still-here")  # the session from before the reload
+        assert stdout.read().decode().strip() == "still-here"
+        with socket.create_connection(("127.0.0.1", old_port), timeout=10) as s:
+            s.settimeout(10)
+            try:
+                banner = s.recv(64)
+            except OSError:  # reset: qemu found nothing listening on the VM's port 22
+                banner = b""
+            assert not banner.startswith(b"SSH-"), "sshd still answers on port 22"
+        assert plan_changes(inv2, "ssh,firewall") == []
+    finally:
+        live.close()
