@@ -10,8 +10,10 @@ only what os-prober reads (``bootmgr``, ``Boot/BCD``), so Windows is listed, nev
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +121,57 @@ def test_ssh_port_really_moves_sshd_and_the_live_session_survives(workstation, t
         assert plan_changes(inv2, "ssh,firewall") == []
     finally:
         live.close()
+
+
+def _fake_debs(root: Path) -> Path:
+    """v1 and v2 of three FAKE packages (empty, our names) and a flat repo holding the v2s."""
+    repo = root / "repo"
+    repo.mkdir(parents=True)
+    for name in FAKE_PACKAGES:
+        for version in ("1.0", "2.0"):
+            pkg = root / "build" / f"{name}_{version}"
+            (pkg / "DEBIAN").mkdir(parents=True)
+            (pkg / "DEBIAN/control").write_text(
+                f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
+                f"Maintainer: dlrig tests <fake@dlrig.invalid>\nDescription: FAKE {name} (dlrig VM test)\n")
+            dest = repo if version == "2.0" else root
+            subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(pkg),
+                            str(dest / f"{name}_{version}_all.deb")], check=True, capture_output=True)
+    packages = subprocess.run(["dpkg-scanpackages", "-m", "."], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout
+    (repo / "Packages").write_text(packages)
+    (repo / "Release").write_text("Origin: dlrig-test\nLabel: dlrig-test\nSuite: dlrig-test\n"
+                                  "Codename: dlrig-test\nArchitectures: all\n")
+    return root
+
+
+#: held by apt-mark / matched by the role's default blacklist ("nvidia-", "libnvidia-") / free
+FAKE_PACKAGES = ("nvidia-kernel-dlrig-fake", "libnvidia-dlrig-fake", "dlrig-fake-tool")
+
+
+def test_unattended_upgrades_dry_run_leaves_held_and_blacklisted_packages(workstation, tmp_path):
+    """A real ``unattended-upgrade --dry-run`` with upgrades on offer from a local repository (its
+    origin allowed for this test): it upgrades the free package only."""
+    v = workstation.vm
+    root = _fake_debs(tmp_path / "debs")
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], check=True, capture_output=True).stdout
+    r = subprocess.run(v.ssh_argv("sudo -n mkdir -p /srv/dlrig-test && sudo -n tar -C /srv/dlrig-test -x"),
+                       input=tar, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    v.ssh("echo 'deb [trusted=yes] file:/srv/dlrig-test/repo ./' | sudo -n tee "
+          "/etc/apt/sources.list.d/dlrig-test.list >/dev/null && "
+          "echo 'Unattended-Upgrade::Origins-Pattern { \"origin=dlrig-test\"; };' | sudo -n tee "
+          "/etc/apt/apt.conf.d/99dlrig-test-origin >/dev/null && "
+          "sudo -n dpkg -i /srv/dlrig-test/*_1.0_all.deb >/dev/null && "
+          f"sudo -n apt-mark hold {FAKE_PACKAGES[0]} && sudo -n apt-get update -qq", timeout=600)
+    try:
+        dry = v.ssh("sudo -n unattended-upgrade --dry-run --debug 2>&1", check=False, timeout=900).stdout
+        line = next((l for l in dry.splitlines() if "Packages that will be upgraded:" in l), "")
+        assert "dlrig-fake-tool" in line, dry[-4000:]  # an upgrade on offer is taken ...
+        assert "nvidia-kernel-dlrig-fake" not in line and "libnvidia-dlrig-fake" not in line, line
+        versions = v.ssh("dpkg-query -W " + " ".join(FAKE_PACKAGES)).stdout  # ... dry: nothing changed
+        assert versions.count("\t1.0") == 3, versions
+    finally:
+        v.ssh(f"sudo -n apt-mark unhold {FAKE_PACKAGES[0]}; sudo -n dpkg -P {' '.join(FAKE_PACKAGES)}; "
+              "sudo -n rm -rf /srv/dlrig-test /etc/apt/sources.list.d/dlrig-test.list "
+              "/etc/apt/apt.conf.d/99dlrig-test-origin", check=False)
