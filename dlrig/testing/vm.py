@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,11 @@ class VM(TestHost):
     memory_mb: int = MEMORY_MB
     cpus: int = CPUS
     boot_seconds: float | None = None  # power-on to SSH of the last (re)boot
+    power_cycles: int = 0  # guest reboots (each one a fresh qemu process on the same disk)
     _qemu: subprocess.Popen | None = field(default=None, repr=False)
+    _watcher: threading.Thread | None = field(default=None, repr=False)
+    _stopping: bool = field(default=False, repr=False)
+    _dead: str | None = field(default=None, repr=False)
 
     @property
     def serial_log(self) -> Path:
@@ -95,9 +100,13 @@ class VM(TestHost):
     def qemu_argv(self) -> list[str]:
         assert self.hostdir is not None and self.disk is not None
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.forwards.items())
-        argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", str(self.cpus),
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
+                "-smp", str(self.cpus),
                 "-m", str(self.memory_mb), "-display", "none", "-monitor", "none",
-                "-serial", f"file:{self.serial_log}", "-no-user-config", "-nodefaults",
+                "-chardev", f"file,id=ser0,path={self.serial_log},append=on", "-serial", "chardev:ser0",
+                # a guest reboot ends this qemu and the watcher powers the VM on again: TCG guests
+                # here hung after a warm reset (GRUB loaded the kernel, which never printed)
+                "-no-reboot", "-no-user-config", "-nodefaults",
                 "-drive", f"file={self.disk},format=qcow2,if=virtio,discard=unmap",
                 "-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0",
                 "-device", "virtio-rng-pci"]
@@ -118,6 +127,25 @@ class VM(TestHost):
         self.pid = self._qemu.pid
         self._starttime = _proc_starttime(self.pid)
 
+    def _power_on(self) -> None:
+        """Start qemu and a watcher that starts it again whenever the guest reboots."""
+        self._launch()
+        self._watcher = threading.Thread(target=self._watch, name=f"vm-{self.name}", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while True:
+            proc = self._qemu
+            assert proc is not None
+            rc = proc.wait()
+            if self._stopping:
+                return
+            if rc != 0:
+                self._dead = f"qemu exited with {rc}"
+                return
+            self.power_cycles += 1  # -no-reboot: the guest reset (or powered off): power on again
+            self._launch()
+
     def _log_tail(self) -> str:
         out = []
         for p in (self.log_path, self.serial_log):
@@ -131,9 +159,8 @@ class VM(TestHost):
         deadline = t0 + timeout
         last = ""
         while True:
-            if not self.running:
-                raise HostError(f"VM {self.name}: qemu exited ({self._qemu and self._qemu.returncode})\n"
-                                f"{self._log_tail()}")
+            if self._dead or self._stopping:
+                raise HostError(f"VM {self.name}: {self._dead or 'stopped'}\n{self._log_tail()}")
             try:
                 with socket.create_connection((self.address, self.port), timeout=2):
                     pass
@@ -169,6 +196,9 @@ class VM(TestHost):
         """Power off (kill qemu) and remove the overlay. Idempotent."""
         if self._stopped:
             return
+        self._stopping = True
+        if self._watcher is not None:
+            time.sleep(0.5)  # a relaunch under way finishes: its process is the one to end
         if self._qemu is not None and self._qemu.poll() is None:
             self._qemu.send_signal(signal.SIGTERM)
             try:
@@ -176,6 +206,8 @@ class VM(TestHost):
             except subprocess.TimeoutExpired:
                 self._qemu.kill()
                 self._qemu.wait(timeout=15)
+        if self._watcher is not None:
+            self._watcher.join(timeout=15)
         self._evict_testinfra()
         if self.disk is not None:
             self.disk.unlink(missing_ok=True)
@@ -208,7 +240,7 @@ def start_vm(workdir: Path, firmware: str = "bios", name: str = "vm", forwards: 
         v.ssh_config.write_text(
             f"Host *\n  User {v.user}\n  IdentityFile {v.key_path}\n  StrictHostKeyChecking no\n"
             "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-        v._launch()
+        v._power_on()
         try:
             v._wait_ready()
             log.info("VM %s (%s) answered SSH after %.1f s", name, firmware, v.boot_seconds)
@@ -216,7 +248,7 @@ def start_vm(workdir: Path, firmware: str = "bios", name: str = "vm", forwards: 
         except HostError as e:
             last = e
             v.stop()
-            if "host forwarding" not in v._log_tail():
+            if "host forwarding" not in v._log_tail():  # the port was taken: new ports
                 raise
             disk.unlink(missing_ok=True)
             _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2", str(disk)],

@@ -143,8 +143,10 @@ def workstation(shared_vm, served, tmp_path_factory) -> Workstation:
     assert r.returncode == 0, out(r)
     ws.results["verify"] = dlrig("verify", str(inv), "--json", label="workstation: verify")
     t0 = time.monotonic()
+    before = v.boot_id()
     v.reboot()
     TIMINGS["workstation: reboot"] = time.monotonic() - t0
+    assert v.boot_id() != before
     ws.results["verify after reboot"] = dlrig("verify", str(inv), "--json",
                                               label="workstation: verify after reboot")
     ws.results["plan"] = dlrig("plan", str(inv), "--json", label="workstation: plan after reboot")

@@ -1,5 +1,5 @@
-"""The VM tier's BIOS machine itself: GRUB boots the kernel, systemd is PID 1, ``reboot()`` gives a
-new boot. (UEFI with Secure Boot: test_vm_uefi.py.)"""
+"""The VM tier's BIOS machine itself: GRUB boots the kernel, systemd is PID 1, its reboots are
+checked where tests reboot it (the workstation fixture, dualboot). (UEFI with Secure Boot: test_vm_uefi.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.vm
 
 
-def test_bios_vm_boots_grub_kernel_and_systemd_and_reboots(shared_vm):
+def test_bios_vm_boots_grub_kernel_and_systemd(shared_vm):
     v = shared_vm
     assert v.ssh("ps -o comm= -p 1").stdout.strip() == "systemd"
     state = v.ssh("systemctl is-system-running --wait", check=False).stdout.strip()
@@ -18,9 +18,5 @@ def test_bios_vm_boots_grub_kernel_and_systemd_and_reboots(shared_vm):
     serial = v.serial_log.read_text(errors="replace")
     assert "GRUB" in serial or "Booting `Debian" in serial, serial[-2000:]
     assert "Linux version" in serial and "systemd" in serial
-    before = v.boot_id()
-    seconds = v.reboot()
-    assert v.boot_id() != before
-    assert v.serial_log.read_text(errors="replace").count("Linux version") == 2
-    print(f"BIOS reboot to SSH: {seconds:.1f} s")
+    print(f"BIOS boot to SSH: {v.boot_seconds:.1f} s")
 
