@@ -23,6 +23,7 @@ MARKERS = {
     "hosts": "starts Debian 12 test hosts (needs root, debootstrap, unshare, ssh, zstd)",
     "slow": "slow test (network downloads, big installs)",
     "vm": "boots qemu VMs (the VM tier, tests/vm: needs root, qemu-system-x86, ovmf, debootstrap)",
+    "vm_full": "VM tests around the whole workstation on one shared VM (long under TCG; not in CI yet)",
 }
 
 

@@ -21,7 +21,8 @@ from tests.hosts.test_gpu_stack_hosts import FAST, _build_fake_repo
 from tests.vm.conftest import HOST_FROM_GUEST
 from tests.vm.helpers import dlrig, out, plan_changes
 
-pytestmark = pytest.mark.vm
+# vm_full: not yet run green on this machine (see README, Tests); CI selects `vm and not vm_full`
+pytestmark = [pytest.mark.vm, pytest.mark.vm_full]
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ import pytest
 
 from tests.vm.helpers import apply, inventory, plan_changes
 
-pytestmark = pytest.mark.vm
+# vm_full: not yet run green on this machine (see README, Tests); CI selects `vm and not vm_full`
+pytestmark = [pytest.mark.vm, pytest.mark.vm_full]
 
 
 def test_power_suspend_refused_and_masks_survive_reboot(workstation):

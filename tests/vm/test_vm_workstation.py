@@ -23,7 +23,8 @@ from tests.hosts.test_ml_hosts import _login
 from tests.vm.conftest import PASSWORD, verify_results
 from tests.vm.helpers import out
 
-pytestmark = pytest.mark.vm
+# vm_full: not yet run green on this machine (see README, Tests); CI selects `vm and not vm_full`
+pytestmark = [pytest.mark.vm, pytest.mark.vm_full]
 
 GPU_CHECK_PREFIXES = ("gpu::", "nvidia_driver::", "cuda::", "cudnn::")
 
