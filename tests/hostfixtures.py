@@ -22,11 +22,13 @@ __all__ = ["golden_image", "make_hosts"]
 MARKERS = {
     "hosts": "starts Debian 12 test hosts (needs root, debootstrap, unshare, ssh, zstd)",
     "slow": "slow test (network downloads, big installs)",
+    "vm": "boots qemu VMs (the VM tier, tests/vm: needs root, qemu-system-x86, ovmf, debootstrap)",
+    "vm_full": "VM tests around the whole workstation on one shared VM (long under TCG; not in CI yet)",
 }
 
 
 def register_markers(config: pytest.Config) -> None:
-    """Register the ``hosts`` and ``slow`` markers (call from pytest_configure)."""
+    """Register the ``hosts``, ``slow`` and ``vm`` markers (call from pytest_configure)."""
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
 

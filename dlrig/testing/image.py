@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from dlrig.testing.system import (
     HostError,
@@ -79,6 +79,7 @@ def recipe_hash(mirror: str | None = None, security_mirror: str | None = None) -
         f"v{RECIPE_VERSION}", SUITE, COMPONENTS, ",".join(PACKAGES), USER, str(UID),
         mirror or default_mirror(), security_mirror or default_security_mirror(),
         inspect.getsource(sources_list), inspect.getsource(_build_rootfs),
+        inspect.getsource(add_test_user), inspect.getsource(strip_apt_lists),
     ):
         h.update(part.encode())
         h.update(b"\0")
@@ -223,6 +224,18 @@ def _build_rootfs(root: Path, mirror: str, security_mirror: str, pubkey: str) ->
         "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
     )
     (etc / "hostname").write_text("dlrig-test\n")
+    add_test_user(root, pubkey, chroot)
+    chroot("ssh-keygen", "-A")
+    chroot("apt-get", "clean")
+    strip_apt_lists(root)
+    with contextlib.suppress(FileNotFoundError):
+        (etc / "machine-id").write_text("")  # "uninitialized", like Debian's cloud images
+    _umount_all_under(root)
+
+
+def add_test_user(root: Path, pubkey: str, chroot: Callable[..., None]) -> None:
+    """The passwordless-sudo user ``dlrig`` who logs in with ``pubkey`` only (test hosts and VMs)."""
+    etc = root / "etc"
     chroot("useradd", "--create-home", "--uid", str(UID), "--user-group",
            "--shell", "/bin/bash", USER)
     chroot("usermod", "--password", "*", USER)  # no password login; keys only
@@ -236,18 +249,16 @@ def _build_rootfs(root: Path, mirror: str, security_mirror: str, pubkey: str) ->
     (ssh_dir / "authorized_keys").chmod(0o600)
     for p in (ssh_dir, ssh_dir / "authorized_keys"):
         os.chown(p, UID, UID)
-    chroot("ssh-keygen", "-A")
-    chroot("apt-get", "clean")
-    # no package lists in the image: they would go stale in the cache (hosts run apt-get update)
+
+
+def strip_apt_lists(root: Path) -> None:
+    """No package lists in an image: they would go stale in the cache (hosts run apt-get update)."""
     lists = root / "var/lib/apt/lists"
     for p in lists.iterdir():
         if p.is_file() and p.name != "lock":
             p.unlink()
     for p in (root / "var/cache/apt").glob("*.bin"):
         p.unlink()
-    with contextlib.suppress(FileNotFoundError):
-        (etc / "machine-id").write_text("")  # "uninitialized", like Debian's cloud images
-    _umount_all_under(root)
 
 
 def _extracted_root(image: Path) -> Path:

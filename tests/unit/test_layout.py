@@ -71,7 +71,9 @@ def test_readme_starts_with_the_two_newcomer_commands():
     assert lines[2].endswith("pipx install . && ~/.local/bin/dlrig demo")
     assert lines[3].startswith("bash .ci/run")
     ci = (ROOT / ".ci/run").read_text()
-    assert "\npython3 -m pytest\n" in ci and "python3 -m pytest" in lines[3]
+    # every tier: the VM tier (marker vm) in the background beside the rest, both exit codes checked
+    assert '\npython3 -m pytest -m "not vm" || rc=$?\n' in ci and '\npython3 -m pytest -m "vm and not vm_full" tests/vm ' in ci
+    assert "python3 -m pytest" in lines[3]
 
 
 def test_plain_pyinfra_runs_the_workstation_deploy_file():

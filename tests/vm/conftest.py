@@ -1,0 +1,166 @@
+"""Fixtures of the VM tier (marker ``vm``): booted Debian 12 machines under qemu TCG.
+
+``shared_vm`` boots ONE BIOS VM for the whole session: the tests that use it leave it working (SSH
+on port 22, booted) and may reboot it. Tests that need a fresh machine, another firmware or that
+move sshd boot their own with ``make_vm``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from dlrig.engine import passwords
+from dlrig.testing import image as IMAGE
+from dlrig.testing import vm as VMMOD
+from dlrig.testing.system import HostError
+from tests.fixtures import pyindex
+from tests.fixtures.miniforge_standin import build_installer
+from tests.vm.helpers import TIMINGS, dlrig, inventory, out
+
+#: qemu user-mode networking's address of this machine's 127.0.0.1, as the guest sees it
+HOST_FROM_GUEST = "10.0.2.2"
+TORCH = "2.13.0"  # the CPU wheel on this machine's disk (/opt/wheels)
+TORCHVISION = "0.28.0"
+PASSWORD = "correct horse battery staple"
+MACHINE_CAS = sorted(glob.glob("/usr/local/share/ca-certificates/*.crt"))
+
+BOOT_TIMES: dict[str, list[float]] = {}
+
+
+def _require_vms() -> None:
+    reason = VMMOD.missing_requirements()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI cannot run the VM tier: {reason}")
+        pytest.skip(f"VMs unavailable: {reason}")
+
+
+def _boot(workdir: Path, firmware: str, name: str, forwards=(), mirrored: int = 0) -> VMMOD.VM:
+    t0 = time.monotonic()
+    v = VMMOD.start_vm(workdir, firmware, name, forwards, mirrored=mirrored)
+    BOOT_TIMES.setdefault(firmware, []).append(time.monotonic() - t0)
+    return v
+
+
+@pytest.fixture(scope="session")
+def shared_vm(tmp_path_factory) -> Iterator[VMMOD.VM]:
+    """One booted BIOS VM shared by the tests that do not conflict (22, 8888, 8080 and one mirrored
+    port forwarded)."""
+    _require_vms()
+    VMMOD.vm_image("bios")  # built (or found) before the boot clock starts
+    v = _boot(tmp_path_factory.mktemp("shared-vm"), "bios", "shared", forwards=(8888, 8080), mirrored=1)
+    try:
+        yield v
+    finally:
+        v.stop()
+
+
+@pytest.fixture
+def make_vm(tmp_path_factory) -> Iterator[Callable[..., VMMOD.VM]]:
+    """Factory: ``make_vm(firmware="bios", forwards=())`` -> a fresh booted VM, stopped at test end."""
+    _require_vms()
+    started: list[VMMOD.VM] = []
+
+    def make(firmware: str = "bios", forwards=(), name: str | None = None) -> VMMOD.VM:
+        VMMOD.vm_image(firmware)
+        v = _boot(tmp_path_factory.mktemp(f"vm-{firmware}"), firmware, name or f"{firmware}{len(started)}",
+                  forwards)
+        started.append(v)
+        return v
+
+    yield make
+    for v in started:
+        try:
+            v.stop()
+        except HostError as e:  # pragma: no cover - teardown report
+            print(f"VM teardown: {e}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if BOOT_TIMES:
+        terminalreporter.write_line("VM boot to SSH (s): " + "; ".join(
+            f"{fw}: {', '.join(f'{t:.1f}' for t in ts)}" for fw, ts in sorted(BOOT_TIMES.items())))
+    if TIMINGS:
+        terminalreporter.write_line("VM steps (s): " + "; ".join(f"{k} {v:.1f}" for k, v in TIMINGS.items()))
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory) -> Iterator[dict]:
+    """The stand-in Miniforge installer and the real torch CPU index, served on 127.0.0.1 and
+    reached by the VMs as http://10.0.2.2:PORT (qemu user-mode networking's alias of it)."""
+    root = tmp_path_factory.mktemp("vm-served")
+    installer = build_installer(root / "miniforge")
+    index = pyindex.build_index(IMAGE.default_cache_dir() / f"torch-index-{TORCH}-cpu",
+                                [f"torch=={TORCH}", f"torchvision=={TORCHVISION}"])
+    os.symlink(index, root / "torch")
+    with pyindex.serve(root) as url:
+        guest = url.replace("127.0.0.1", HOST_FROM_GUEST)
+        yield {"installer_url": f"{guest}/miniforge/{installer.name}",
+               "installer_sha256": hashlib.sha256(installer.read_bytes()).hexdigest(),
+               "index_url": f"{guest}/torch/simple"}
+
+
+@dataclass
+class Workstation:
+    vm: VMMOD.VM
+    inv: Path
+    data: dict
+    results: dict = field(default_factory=dict)  # step -> CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def workstation(shared_vm, served, tmp_path_factory) -> Workstation:
+    """The shared VM taken from fresh to the whole CPU-only workstation: ``dlrig apply`` of every
+    role, ``verify``, reboot, ``verify``, ``plan``; each step timed (TIMINGS). Tests assert on it."""
+    v = shared_vm
+    data_uuid = v.ssh("sudo -n blkid -o value -s UUID /dev/vda2").stdout.strip()
+    data = {
+        "cpu_only": True,
+        "extra_ca_certificates": MACHINE_CAS,
+        "ssh_authorized_keys": [_pubkey(v.key_path)],
+        "conda_installer_url": served["installer_url"],
+        "conda_installer_sha256": served["installer_sha256"],
+        "pip_index_url": served["index_url"],
+        "torch_version": TORCH,
+        "jupyter_password_hash": passwords.hash_password(PASSWORD),
+        # every ssh from this machine reaches the VM from one address (10.0.2.2): no ufw limit
+        "firewall_ssh_limit": False,
+        "rtc_local": True, "grub_timeout": 7, "grub_default": "linux",
+        "data_disks": [{"uuid": data_uuid, "mount": "/mnt/data"}],
+    }
+    inv = inventory(v, tmp_path_factory.mktemp("workstation") / "inv.py", **data)
+    ws = Workstation(v, inv, data)
+    ws.results["apply"] = r = dlrig("apply", str(inv), "--yes", label="workstation: apply (every role)")
+    assert r.returncode == 0, out(r)
+    ws.results["verify"] = dlrig("verify", str(inv), "--json", label="workstation: verify")
+    t0 = time.monotonic()
+    before = v.boot_id()
+    v.reboot()
+    TIMINGS["workstation: reboot"] = time.monotonic() - t0
+    assert v.boot_id() != before
+    ws.results["verify after reboot"] = dlrig("verify", str(inv), "--json",
+                                              label="workstation: verify after reboot")
+    ws.results["plan"] = dlrig("plan", str(inv), "--json", label="workstation: plan after reboot")
+    return ws
+
+
+def _pubkey(key: Path) -> str:
+    from subprocess import run
+    return run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def verify_results(proc) -> dict[str, dict]:
+    """``dlrig verify --json``: check name -> result."""
+    try:
+        return {r["check"]: r for r in json.loads(proc.stdout)["results"]}
+    except (ValueError, KeyError):
+        raise AssertionError(out(proc)) from None
