@@ -13,6 +13,7 @@ import glob
 import json
 import re
 import shlex
+import sys
 import subprocess
 import tarfile
 import time
@@ -93,3 +94,29 @@ def test_readme_walkthrough_pipx_install_and_local_apply_on_a_fresh_host(make_ho
     assert t.package("build-essential").is_installed
     assert t.file("/etc/apt/apt.conf.d/90dlrig").exists
     assert t.file("/etc/systemd/system/sleep.target").linked_to == "/dev/null"
+
+
+def test_init_over_ssh_then_apply_and_verify_with_only_what_init_wrote(make_hosts, tmp_path):
+    """`dlrig init --host` probes a fresh host over SSH (no NVIDIA GPU there: the CPU-only profile),
+    and the inventory it writes is all that apply and verify get (plus this machine's proxy CA and
+    the throw-away test host's unknown host key, which are not the rig's settings)."""
+    (host,) = make_hosts(1)
+    inv = tmp_path / "my-rig.py"
+
+    def dlrig(*args, stdin=None):
+        return subprocess.run([sys.executable, "-m", "dlrig", *args], capture_output=True, text=True, cwd=ROOT,
+                              input=stdin, timeout=900)
+
+    r = dlrig("init", "--host", host.address, "--user", host.user, "--key", str(host.key_path), "--port",
+              str(host.port), "--no-authorized-key", "--jupyter-password-stdin", "--yes", "-o", str(inv),
+              stdin="s3cret-pass\n")
+    assert r.returncode == 0, r.stderr
+    assert "os      debian-12" in r.stderr and "CPU-only profile" in r.stderr
+    assert "s3cret-pass" not in inv.read_text()
+    lab = ["--data", f"extra_ca_certificates={json.dumps(MACHINE_CAS)}", "--data", "ssh_known_hosts_file=/dev/null",
+           "--data", "ssh_strict_host_key_checking=no"]
+    r = dlrig("apply", str(inv), "--roles", "base,power", "--yes", "--json", *lab)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["hosts"]["rig"]["status"] == "changes"
+    r = dlrig("verify", str(inv), "--roles", "base,power", *lab)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
