@@ -51,7 +51,11 @@ def test_installed_wheel_run_from_the_clone_root_applies_replans_and_verifies(ma
     assert r.returncode == 1
     assert r.stdout.splitlines()[0] == (f"{host.name}: not provisioned by dlrig yet: run `dlrig apply {inv}` first; "
                                         "the checks below show what is missing")
-    assert f"dlrig apply {inv} --roles" in r.stdout  # the hints name the inventory verified
+    r = run("verify", str(inv), "--roles", "base,power", "--json")
+    out = json.loads(r.stdout)
+    assert out["unprovisioned"] == [host.name]
+    hints = [x["hint"] for x in out["results"] if "dlrig apply" in x["hint"]]
+    assert hints and all(f"dlrig apply {inv} --roles" in h for h in hints), hints  # they name the inventory
     r = run("apply", str(inv), "--roles", "base,power", "--yes", "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)["ok"] is True
