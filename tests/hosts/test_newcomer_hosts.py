@@ -129,3 +129,12 @@ def test_init_over_ssh_then_apply_and_verify_with_only_what_init_wrote(make_host
     assert json.loads(r.stdout)["hosts"]["rig"]["status"] == "changes"
     r = dlrig("verify", str(inv), "--roles", "base,power", *lab)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_a_failing_demo_says_why_in_one_line():
+    """The jupyter role without a password hash refuses: the demo's report names that cause."""
+    r = subprocess.run([sys.executable, "-m", "dlrig", "demo", "--roles", "jupyter"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 1
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("  cause ")]
+    assert line.startswith("  cause       apply: pyinfra error in ") and "jupyter_password_hash is not set" in line, line
