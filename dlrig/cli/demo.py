@@ -23,10 +23,27 @@ DEMO_ROLES = "base,ssh,power,unattended_upgrades"
 
 
 def _dlrig(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    """Run a dlrig step; its stderr is shown as it comes and kept (for :func:`cause`)."""
     from dlrig.engine.launch import python_module
 
-    return subprocess.run(python_module("dlrig", *args), text=True,
-                          stdout=subprocess.PIPE if capture else None)
+    proc = subprocess.Popen(python_module("dlrig", *args), text=True, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE if capture else None)
+    kept = []
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        kept.append(line)
+    stdout = proc.stdout.read() if capture else None
+    return subprocess.CompletedProcess(proc.args, proc.wait(), stdout, "".join(kept))
+
+
+def cause(stderr: str) -> str:
+    """The one line that says why a step failed: dlrig's or pyinfra's error, else the last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for marks in (("dlrig: error:",), ("pyinfra error",), ("Error", "Could not connect", "FAILED")):
+        found = [line for line in lines if any(m in line for m in marks)]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "no output"
 
 
 @click.command()
@@ -82,6 +99,11 @@ def demo(roles: str, keep: bool) -> None:
         click.echo(f"  re-plan     {len(changes) if changes is not None else '?'} change(s) ({timings['re-plan']:.1f}s)")
         click.echo(f"  verify      {'passed' if results['verify'].returncode == 0 else 'FAILED'} ({timings['verify']:.1f}s)")
         ok = results["apply"].returncode == 0 and changes == [] and results["verify"].returncode == 0
+        for label in ("apply", "re-plan", "verify"):
+            if results[label].returncode != 0:
+                why = "some checks failed (the table above)" if label == "verify" else cause(results[label].stderr)
+                click.echo(f"  cause       {label}: {why}")
+                break
         if keep:
             click.echo(f"\nThe host stays up until Ctrl-C:\n  {' '.join(host.ssh_argv())}\n  inventory: {inv}")
             try:

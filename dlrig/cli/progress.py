@@ -34,7 +34,8 @@ def new_log(command: str) -> tuple[Path, IO[str]]:
     while path.exists():
         n += 1
         path = folder / f"{command}-{stamp}-{n}.log"
-    return path, path.open("w", encoding="utf-8")
+    # 0600: a log holds the settings passed on pyinfra's command line (a password hash, say).
+    return path, os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8")
 
 
 class RoleProgress:

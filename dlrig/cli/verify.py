@@ -77,11 +77,17 @@ def verify(inventory: str | None, local: bool, python: str | None, roles: str | 
                        err=True)
         results = V.verify_targets(targets, contexts)
 
+    from dlrig.verify.hints import name_inventory
+
+    for r in results:
+        r.hint = name_inventory(r.hint, inventory or "inventories/local.py")
     if junit:
         Path(junit).write_text(R.junit_xml(results))
     if as_json:
         click.echo(json.dumps(R.as_json(results)))
     else:
+        for host in R.unprovisioned(results):
+            click.echo(f"{host}: not provisioned by dlrig yet: run `dlrig apply {inventory or 'inventories/local.py'}` first; the checks below show what is missing")
         click.echo(R.format_table(results), nl=False)
     sys.exit(0 if R.summary(results)["ok"] else 1)
 
@@ -91,7 +97,7 @@ def verify(inventory: str | None, local: bool, python: str | None, roles: str | 
               help="Where to run (default: cuda when torch sees a GPU, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--plot", "plot", metavar="FILE.png", type=click.Path(dir_okay=False),
-              help="Write a PNG chart of measured vs peak (needs matplotlib: pip install 'dlrig[bench]').")
+              help="Write a PNG chart of measured vs peak (needs matplotlib: pipx inject dlrig matplotlib).")
 @click.option("--python", "python", metavar="PATH",
               help="Measure with this interpreter (it needs torch; default: the one running dlrig).")
 @click.option("--repeats", type=click.IntRange(3, 1000), default=None, help="Timed repeats per measurement (median).")
@@ -110,7 +116,8 @@ def bench(device: str | None, as_json: bool, plot: str | None, python: str | Non
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            common.fail("--plot needs matplotlib: pip install 'dlrig[bench]' (or pip install matplotlib)")
+            common.fail("--plot needs matplotlib: `pipx inject dlrig matplotlib` for a pipx install, "
+                        "`pip install '.[bench]'` in a clone")
     try:
         report = B.measure(device=device, python=python, repeats=repeats)
     except B.BenchError as e:

@@ -327,3 +327,10 @@ __all__ = [
     "fail_message", "first_line", "is_cpu_build", "nvidia_smi_hint", "nvidia_smi_reason",
     "parse_evidence", "split_message", "torch_cpu_build_hint", "version_tuple",
 ]
+
+
+def name_inventory(hint: str, inventory: str) -> str:
+    """A hint's ``dlrig apply`` line with the inventory the user verified (``INVENTORY`` or none in
+    the shipped texts; ``inventories/local.py`` under ``verify --local``)."""
+    hint = hint.replace("dlrig apply INVENTORY", f"dlrig apply {inventory}")
+    return re.sub(r"dlrig apply (?=--)", f"dlrig apply {inventory} ", hint)

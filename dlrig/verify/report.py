@@ -21,11 +21,29 @@ def summary(results: list[CheckResult]) -> dict[str, Any]:
     return {"ok": bool(results) and all(h["ok"] for h in hosts.values()), "hosts": hosts}
 
 
+# The file every apply writes first (role base): a host without it has not been provisioned.
+PROVISIONED_MARK = "base::apt_waits_for_dpkg_lock"
+
+
+def unprovisioned(results: list[CheckResult]) -> list[str]:
+    """Hosts that look never provisioned by dlrig: base's first file is missing and no check of
+    another role passed (a stock OS already passes a few of base's own checks)."""
+    out = []
+    for host in dict.fromkeys(r.host for r in results):
+        mine = [r for r in results if r.host == host]
+        mark = [r for r in mine if r.check.startswith(PROVISIONED_MARK)]
+        if mark and all(r.result == FAILED for r in mark) and not any(
+                r.result == PASSED and r.role != "base" for r in mine):
+            out.append(host)
+    return out
+
+
 def as_json(results: list[CheckResult]) -> dict[str, Any]:
     s = summary(results)
     return {
         "ok": s["ok"],
         "hosts": s["hosts"],
+        "unprovisioned": unprovisioned(results),
         "results": [{k: v for k, v in asdict(r).items() if k != "duration"} | {"duration": round(r.duration, 3)}
                     for r in results],
     }

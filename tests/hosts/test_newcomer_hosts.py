@@ -13,6 +13,7 @@ import glob
 import json
 import re
 import shlex
+import sys
 import subprocess
 import tarfile
 import time
@@ -46,6 +47,15 @@ def test_installed_wheel_run_from_the_clone_root_applies_replans_and_verifies(ma
     def run(*args):
         return subprocess.run([dlrig, *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
 
+    r = run("verify", str(inv), "--roles", "base,power")
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0] == (f"{host.name}: not provisioned by dlrig yet: run `dlrig apply {inv}` first; "
+                                        "the checks below show what is missing")
+    r = run("verify", str(inv), "--roles", "base,power", "--json")
+    out = json.loads(r.stdout)
+    assert out["unprovisioned"] == [host.name]
+    hints = [x["hint"] for x in out["results"] if "dlrig apply" in x["hint"]]
+    assert hints and all(f"dlrig apply {inv} --roles" in h for h in hints), hints  # they name the inventory
     r = run("apply", str(inv), "--roles", "base,power", "--yes", "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)["ok"] is True
@@ -93,3 +103,38 @@ def test_readme_walkthrough_pipx_install_and_local_apply_on_a_fresh_host(make_ho
     assert t.package("build-essential").is_installed
     assert t.file("/etc/apt/apt.conf.d/90dlrig").exists
     assert t.file("/etc/systemd/system/sleep.target").linked_to == "/dev/null"
+
+
+def test_init_over_ssh_then_apply_and_verify_with_only_what_init_wrote(make_hosts, tmp_path):
+    """`dlrig init --host` probes a fresh host over SSH (no NVIDIA GPU there: the CPU-only profile),
+    and the inventory it writes is all that apply and verify get (plus this machine's proxy CA and
+    the throw-away test host's unknown host key, which are not the rig's settings)."""
+    (host,) = make_hosts(1)
+    inv = tmp_path / "my-rig.py"
+
+    def dlrig(*args, stdin=None):
+        return subprocess.run([sys.executable, "-m", "dlrig", *args], capture_output=True, text=True, cwd=ROOT,
+                              input=stdin, timeout=900)
+
+    r = dlrig("init", "--host", host.address, "--user", host.user, "--key", str(host.key_path), "--port",
+              str(host.port), "--no-authorized-key", "--jupyter-password-stdin", "--yes", "-o", str(inv),
+              stdin="s3cret-pass\n")
+    assert r.returncode == 0, r.stderr
+    assert "os      debian-12" in r.stderr and "CPU-only profile" in r.stderr
+    assert "s3cret-pass" not in inv.read_text()
+    lab = ["--data", f"extra_ca_certificates={json.dumps(MACHINE_CAS)}", "--data", "ssh_known_hosts_file=/dev/null",
+           "--data", "ssh_strict_host_key_checking=no"]
+    r = dlrig("apply", str(inv), "--roles", "base,power", "--yes", "--json", *lab)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["hosts"]["rig"]["status"] == "changes"
+    r = dlrig("verify", str(inv), "--roles", "base,power", *lab)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_a_failing_demo_says_why_in_one_line():
+    """The jupyter role without a password hash refuses: the demo's report names that cause."""
+    r = subprocess.run([sys.executable, "-m", "dlrig", "demo", "--roles", "jupyter"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 1
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("  cause ")]
+    assert line.startswith("  cause       apply: pyinfra error in ") and "jupyter_password_hash is not set" in line, line

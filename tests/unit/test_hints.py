@@ -182,3 +182,26 @@ def test_split_message_round_trip():
     f = hints.Finding("nvidia-smi exit 9: it failed.", "reboot")
     assert hints.split_message(hints.fail_message(f)) == ("nvidia-smi exit 9: it failed.", "reboot")
     assert hints.split_message("plain failure") == ("plain failure", "")
+
+
+def test_hints_name_the_inventory_verified():
+    from dlrig.verify.hints import name_inventory
+
+    assert name_inventory("run `dlrig apply INVENTORY --roles cudnn`", "my-rig.py") == \
+        "run `dlrig apply my-rig.py --roles cudnn`"
+    assert name_inventory("re-run `dlrig apply --roles pytorch`", "inventories/local.py") == \
+        "re-run `dlrig apply inventories/local.py --roles pytorch`"
+    assert name_inventory("reboot the host", "x.py") == "reboot the host"
+
+
+def test_a_host_without_base_files_and_no_other_role_passing_is_unprovisioned():
+    from dlrig.verify.report import unprovisioned
+    from dlrig.verify.runner import CheckResult
+
+    fresh = [CheckResult("a", "base::apt_waits_for_dpkg_lock", "failed", role="base"),
+             CheckResult("a", "base::essential_packages_installed", "passed", role="base"),
+             CheckResult("a", "ssh::sshd_hardened", "failed", role="ssh")]
+    partly = fresh[:2] + [CheckResult("b", "ssh::sshd_hardened", "passed", role="ssh")]
+    partly = [CheckResult("b", r.check, r.result, role=r.role) for r in partly]
+    done = [CheckResult("c", "base::apt_waits_for_dpkg_lock", "passed", role="base")]
+    assert unprovisioned(fresh + partly + done) == ["a"]

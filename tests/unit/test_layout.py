@@ -82,3 +82,19 @@ def test_plain_pyinfra_runs_the_workstation_deploy_file():
                         "--data", "dlrig_roles=base"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "base | apt waits for the dpkg lock" in r.stdout + r.stderr
+
+
+def test_readme_undo_block_names_only_what_the_roles_write():
+    """Every dlrig-named path and marker in the README's undo block is in a role's source (or the
+    env layout): renaming a file in a role without updating the README fails here."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("<!-- undo: begin -->"):text.index("<!-- undo: end -->")]
+    sources = "\n".join(p.read_text() for p in [*(ROOT / "roles").glob("*.py"), ROOT / "dlrig/engine/pyenv.py"])
+    names = set(re.findall(r"/etc/[\w./-]*dlrig[\w.-]*", block)) | set(re.findall(r"dlrig-[\w.-]+\.service", block))
+    assert len(names) >= 8, names
+    for name in sorted(names):
+        base = name.rsplit("/", 1)[-1]
+        assert base in sources, f"README undo block names {name}, which no role writes"
+    assert "dlrig conda initialize" in sources

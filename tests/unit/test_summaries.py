@@ -78,6 +78,7 @@ def test_apply_writes_its_full_log_and_prints_the_path_also_on_failure(inventory
     assert r.returncode == 1
     (log,) = (state / "dlrig" / "logs").glob("apply-*.log")
     assert r.stderr.strip().splitlines()[-1] == f"log: {log}"
+    assert log.stat().st_mode & 0o777 == 0o600
     text = log.read_text()
     assert "--> Connecting to hosts..." in text  # pyinfra's own output, in full
     assert f"Unable to connect to port {port} on 127.0.0.1" in text
