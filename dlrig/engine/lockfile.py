@@ -9,7 +9,7 @@ One JSON document, keys sorted, one package per line: reviewable in git. Per hos
 * ``miniforge``: the installer ``url``, ``sha256`` and conda version (the conda role's marker).
 * ``conda``: the environment as an explicit spec with md5 (``conda list --explicit --md5``).
 * ``python``, ``jupyterlab``: versions in the environment.
-* ``pip``: every distribution pip installed in the environment, ``{name: {"version", "file",
+* ``pip``: every distribution pip (or uv) installed in the environment, ``{name: {"version", "file",
   "sha256"}}``; the wheels are kept in ``cache_dir/wheels`` (the wheelhouse), from which
   ``apply --locked`` installs with ``--no-index --require-hashes --no-deps``.
 
@@ -156,7 +156,7 @@ if os.path.exists(py):
     norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
     dists = {norm(k): v for k, v in env.get("dists", {}).items()}
     out["jupyterlab"] = (dists.get("jupyterlab") or [None])[0]
-    wanted = {k: v[0] for k, v in dists.items() if v[1] == "pip" and k not in p["conda_owned"]}
+    wanted = {k: v[0] for k, v in dists.items() if v[1] != "conda" and k not in p["conda_owned"]}
     wh = p["wheelhouse"] or tempfile.mkdtemp(prefix="dlrig-lock-")
     os.makedirs(wh, exist_ok=True)
     if not p["wheelhouse"]:
