@@ -38,26 +38,10 @@ def main() -> None:
     index = RT.torch_index()
     with tempfile.TemporaryDirectory(prefix="dlrig-reprovision-") as work:
         rt = RT.round_trip(IMAGE.golden_image(), index, Path(work))
-    same = {k: rt.after[k] == v for k, v in rt.before.items()}
-    local = {p.name for p in (index / "files").iterdir()}
-    pypi_bytes = sum(size for name, size in rt.wheelhouse.items() if name not in local)
-    first_bytes = rt.served.get("bytes", 0) + rt.cache_after_first.get("apt", 0) + pypi_bytes
-    lock_bytes = sum(rt.cache_after_lock.values()) - sum(rt.cache_after_first.values())
-    offline_added = sum(rt.cache_after_second.values()) - sum(rt.cache_after_lock.values())
-    first_t, second_t = rt.timings["first apply"], rt.timings["locked apply (offline)"]
-    result = {
-        "timings_s": {k: round(v, 1) for k, v in rt.timings.items()},
-        "served_by_local_index": rt.served,
-        "cache_after_first_apply": rt.cache_after_first,
-        "cache_after_lock": rt.cache_after_lock,
-        "first_apply_bytes": first_bytes,
-        "first_apply_pypi_bytes": pypi_bytes,
-        "lock_fetched_bytes": lock_bytes,
-        "offline_bytes_fetched": 0,
-        "offline_cache_growth_bytes": offline_added,
-        "time_ratio": round(second_t / first_t, 3),
-        "identical": same,
-    }
+    result = RT.measures(rt, index)
+    same = result["identical"]
+    first_bytes, lock_bytes = result["first_apply_bytes"], result["lock_fetched_bytes"]
+    pypi_bytes, offline_added = result["first_apply_pypi_bytes"], result["offline_cache_growth_bytes"]
     if args.json:
         print(json.dumps(result, indent=1))
         return

@@ -16,9 +16,11 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
 
 def test_reinstall_round_trip_from_the_cache_alone(golden_image, tmp_path, record_property):
-    rt = RT.round_trip(golden_image, RT.torch_index(), tmp_path)
-    record_property("timings", {k: round(v, 1) for k, v in rt.timings.items()})
-    print("\nreprovision timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in rt.timings.items()))
+    index = RT.torch_index()
+    rt = RT.round_trip(golden_image, index, tmp_path)
+    measured = RT.measures(rt, index)
+    record_property("reprovision", measured)
+    print("\nreprovision: " + json.dumps(measured))
 
     # the lock: exact versions with hashes, and nothing private in it or in any output
     entry = json.loads(rt.lock_text)["hosts"]["rig"]
