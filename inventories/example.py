@@ -17,7 +17,9 @@ hosts = [
             "_sudo": True,
             # >>> every setting with its default (generated: dlrig settings --python --write FILE) >>>
             # --- dlrig ---
+            # "cache_dir": None,  # an absolute path or None: a folder on the host that outlives a reinstall (e.g. on the data disk): apt, pip, conda and Miniforge caches and the locked wheels; None: no cache
             # "cpu_only": False,  # True or False: no GPU stack: skip the NVIDIA roles and install a CPU build of torch
+            # "dlrig_lock_file": None,  # an absolute path or None: the lock file whose versions the roles install (set by `dlrig apply --locked LOCK`)
             # "dlrig_roles": None,  # a list of strings or None: roles to apply to this host, in dlrig's order (None: every role)
             # "workstation_user": None,  # a string or None: the rig's owner (conda, Jupyter and SSH keys are theirs); None: the login user
             # --- base ---

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from dlrig.roles import template
@@ -13,7 +14,10 @@ from pyinfra.facts.server import LinuxName
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
+from dlrig.engine import lockfile
 from dlrig.engine.facts import DpkgAudit, fact
+from dlrig.engine.hostdata import setting
+from dlrig.engine.lockfacts import LockedDebs
 
 
 # A dpkg lock loop: `dpkg --configure -a` does not read apt's DPkg::Lock::Timeout.
@@ -38,11 +42,16 @@ def base():
     if fact(LinuxName) not in ("Ubuntu", "Debian"):
         raise DeployError(f"dlrig supports Ubuntu and Debian, not {fact(LinuxName)}")
 
+    cache_dir = setting("cache_dir")
+    archives = lockfile.cache_path(cache_dir, "apt") if cache_dir else None
+    if archives:
+        files.directory(name="cache_dir for apt archives", path=f"{archives}/partial", mode="700")
     files.template(
-        name="apt waits for the dpkg lock",
+        name="apt waits for the dpkg lock" + (" and keeps packages in cache_dir" if archives else ""),
         src=template("apt-dlrig.conf.j2"),
         dest="/etc/apt/apt.conf.d/90dlrig",
         apt_lock_timeout=host.data.apt_lock_timeout,
+        archives=archives,
         mode="644",
     )
 
@@ -82,6 +91,11 @@ def base():
     else:
         needs_update = False
 
+    locked = lockfile.for_host(setting("dlrig_lock_file"), host.name)
+    if locked is not None:
+        _install_locked(locked, archives or "/var/cache/apt/archives")
+        return
+
     wanted = list(host.data.base_packages) + list(host.data.base_extra_packages)
     installed = fact(DebPackages) or {}
     missing = [p for p in wanted if p not in installed]
@@ -89,3 +103,22 @@ def base():
         apt.update(name="apt-get update", cache_time=None if needs_update else host.data.apt_cache_time)
     if missing:  # installed ones need no operation: apt.packages would read DebPackages again
         apt.packages(name="essential packages", packages=wanted, no_recommends=True)
+
+
+def _install_locked(locked: dict, archives: str) -> None:
+    """apt --locked: every locked package at its locked version, from cache_dir's archives where
+    they are (no `apt-get update`: this works with every source offline), else from apt's lists;
+    refuses, naming each package that moved, when a locked version is in neither."""
+    where = fact(LockedDebs, archives=archives, wanted=lockfile.apt_wanted(locked))
+    if where["missing"]:
+        moved = "; ".join(f"{p}: {why}" for p, why in sorted(where["missing"].items()))
+        raise DeployError(f"locked apt versions are not available from cache_dir or any apt source: {moved}. "
+                          "Restore the cache, add a source that has them, or lock again (`dlrig lock`)")
+    targets = sorted(where["cached"].values()) + sorted(where["repo"])
+    if targets:
+        server.shell(
+            name=f"locked apt packages ({len(where['cached'])} from cache_dir, {len(where['repo'])} from apt)",
+            commands=["DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                      "--allow-downgrades -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "
+                      + " ".join(shlex.quote(t) for t in targets)],
+        )

@@ -18,7 +18,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
-from dlrig.engine import pyenv
+from dlrig.engine import lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, fact
 from dlrig.engine.hostdata import owner, setting
 from dlrig.roles.settings.conda import MARKER, DEFAULTS
@@ -28,9 +28,20 @@ from dlrig.roles.settings.conda import MARKER, DEFAULTS
 # .sha256 file, when you move to a newer Miniforge.
 
 
-def install_command(url: str, sha256: str, prefix: str) -> str:
-    """Download to a temp dir, refuse on checksum mismatch, install, record the marker."""
+def install_command(url: str, sha256: str, prefix: str, cached: str | None = None) -> str:
+    """Download to a temp dir, refuse on checksum mismatch, install, record the marker.
+
+    ``cached`` (in cache_dir): a verified copy is taken from there instead of downloading, and a
+    download is kept there after it was verified.
+    """
     u, p = shlex.quote(url), shlex.quote(prefix)
+    c = shlex.quote(cached) if cached else None
+    fetch = ("if command -v curl >/dev/null; then "
+             f'curl -fsSL --retry 3 -o "$tmp/installer.sh" {u}; '
+             f'else wget -q -O "$tmp/installer.sh" {u}; fi')
+    if c:
+        fetch = (f'if [ -f {c} ] && [ "$(sha256sum {c} | cut -d" " -f1)" = {shlex.quote(sha256)} ]; then '
+                 f'cp {c} "$tmp/installer.sh"; else {fetch}; fi')
     return "\n".join([
         "set -eu",
         'tmp=$(mktemp -d)',
@@ -38,13 +49,12 @@ def install_command(url: str, sha256: str, prefix: str) -> str:
         f'parent=$(dirname {p})',
         'if [ ! -w "$parent" ]; then echo "dlrig: $parent is not writable by $(id -un): '
         'create it owned by $(id -un) or choose another conda_prefix" >&2; exit 1; fi',
-        "if command -v curl >/dev/null; then "
-        f'curl -fsSL --retry 3 -o "$tmp/installer.sh" {u}; '
-        f'else wget -q -O "$tmp/installer.sh" {u}; fi',
+        fetch,
         'got=$(sha256sum "$tmp/installer.sh" | cut -d" " -f1)',
         f'if [ "$got" != {shlex.quote(sha256)} ]; then '
         f'echo "dlrig: conda_installer_sha256 mismatch for {url}: expected {sha256}, got $got;'
         ' refusing to run it (nothing installed)" >&2; exit 1; fi',
+        *([f'[ -f {c} ] || cp "$tmp/installer.sh" {c}'] if c else []),
         f'if ! bash "$tmp/installer.sh" -b -p {p}; then rm -rf {p}; '
         'echo "dlrig: the Miniforge installer failed; nothing left behind" >&2; exit 1; fi',
         f"printf 'url=%s\\nsha256=%s\\n' {u} {shlex.quote(sha256)} > {p}/{MARKER}",
@@ -82,7 +92,16 @@ def conda():
     user = owner()
     prefix = pyenv.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
     url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
+    lock_entry = lockfile.for_host(setting("dlrig_lock_file"), host.name)
+    locked = (lock_entry or {}).get("miniforge")
+    if locked:  # apply --locked: the installer the lock names (its checksum decides, not the URL)
+        url, sha256 = locked["url"], locked["sha256"]
     as_user = pyenv.as_user(user)
+    cache_dir = setting("cache_dir")
+    cached = lockfile.installer_cache_file(cache_dir, url, sha256) if cache_dir else None
+    if cache_dir:
+        for kind in ("miniforge", "conda"):
+            files.directory(name=f"cache_dir for {kind}", path=lockfile.cache_path(cache_dir, kind), user=user)
 
     state = fact(CondaInstall, prefix=prefix)
     if state["exists"] and not state["conda"]:
@@ -90,12 +109,12 @@ def conda():
 
     if not state["conda"]:
         installed = fact(DebPackages) or {}
-        if "curl" not in installed and "wget" not in installed:
+        if "curl" not in installed and "wget" not in installed and lock_entry is None:
             apt.update(name="apt-get update (curl for the installer)")
             apt.packages(name="curl for the installer", packages=["curl", "ca-certificates"], no_recommends=True)
         server.shell(
             name=f"install Miniforge into {prefix} (checksum-verified)",
-            commands=[install_command(url, sha256, prefix)],
+            commands=[install_command(url, sha256, prefix, cached)],
             **as_user,
         )
     else:
@@ -110,6 +129,7 @@ def conda():
         dest=f"{prefix}/.condarc",
         channels=list(setting("conda_channels")),
         ssl_verify=pyenv.SYSTEM_CA_BUNDLE if extra_cas else None,
+        pkgs_dir=lockfile.cache_path(cache_dir, "conda") if cache_dir else None,
         mode="644",
         user=user,
     )

@@ -63,7 +63,8 @@ def jupyter():
     if env is None and selected and "pytorch" not in selected:
         raise DeployError(f"no environment at {envp}: apply the pytorch role first (--roles pytorch,jupyter)")
     pkgs_changed = None
-    if env is None or pyenv.unsatisfied(pyenv.JUPYTER_PACKAGES, env.get("dists", {})):
+    locked = bool(setting("dlrig_lock_file"))  # apply --locked: JupyterLab is one of the locked pip set
+    if not locked and (env is None or pyenv.unsatisfied(pyenv.JUPYTER_PACKAGES, env.get("dists", {}))):
         pkgs_changed = server.shell(
             name=f"JupyterLab in {env_name}",
             commands=[packages_command(python, list(pyenv.JUPYTER_PACKAGES),

@@ -19,12 +19,14 @@ import shlex
 from io import StringIO
 
 from dlrig.roles import template
+from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from dlrig.engine import pyenv
+from dlrig.engine import lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, fact, PythonEnv
+from dlrig.engine.lockfacts import MissingFiles
 from dlrig.engine.hostdata import owner, setting
 from dlrig.roles.settings.pytorch import DEFAULTS
 
@@ -98,7 +100,23 @@ def pytorch():
     )
     conda = f"{prefix}/bin/conda"
     create = ["env", "create", "-p", envp, "-f", yml_path]
-    if env is None:
+    cache_dir = setting("cache_dir")
+    if cache_dir:
+        for kind in ("pip", "wheels"):
+            files.directory(name=f"cache_dir for {kind}", path=lockfile.cache_path(cache_dir, kind), user=user)
+    locked = lockfile.for_host(setting("dlrig_lock_file"), host.name)
+    if locked is not None and env is None and (locked.get("conda") or {}).get("explicit"):
+        spec = f"{prefix}/dlrig/{env_name}.explicit.txt"
+        files.put(name=f"the locked conda spec of {env_name}", src=StringIO(lockfile.explicit_text(locked)),
+                  dest=spec, mode="644", user=user)
+        server.shell(
+            name=f"create the {env_name} environment from the locked explicit spec",
+            commands=[" ".join(shlex.quote(a) for a in [conda, "create", "-y", "-p", envp, "--file", spec])],
+            **as_user,
+        )
+    elif locked is not None and env is not None:
+        pass  # the environment exists: the locked pip set below is what changes
+    elif env is None:
         server.shell(
             name=f"create the {env_name} environment (conda env create)",
             commands=[" ".join(shlex.quote(a) for a in [conda, *create])],
@@ -113,13 +131,19 @@ def pytorch():
             **as_user,
         )
 
+    pip_cache = f"cache-dir = {lockfile.cache_path(cache_dir, 'pip')}\n" if cache_dir else ""
     files.put(
-        name=f"pip in {env_name} trusts the system CA store",
-        src=StringIO(f"# Managed by dlrig (role pytorch)\n[global]\ncert = {pyenv.SYSTEM_CA_BUNDLE}\n"),
+        name=f"pip in {env_name} trusts the system CA store" + (" and caches in cache_dir" if cache_dir else ""),
+        src=StringIO(f"# Managed by dlrig (role pytorch)\n[global]\ncert = {pyenv.SYSTEM_CA_BUNDLE}\n{pip_cache}"),
         dest=f"{envp}/pip.conf",
         mode="644",
         user=user,
     )
+
+    if locked is not None:
+        _install_locked(locked, env, python, envp, src, cache_dir, user)
+        _register_kernel(env, home, env_name, python, as_user)
+        return
 
     uv = setting("use_uv")
     if uv and "uv" not in (env or {}).get("dists", {}):
@@ -148,6 +172,10 @@ def pytorch():
             **as_user,
         )
 
+    _register_kernel(env, home, env_name, python, as_user)
+
+
+def _register_kernel(env, home: str, env_name: str, python: str, as_user: dict) -> None:
     kernel = f"{home}/.local/share/jupyter/kernels/{env_name}/kernel.json"
     if env is None or not fact(File, path=kernel):
         server.shell(
@@ -157,3 +185,29 @@ def pytorch():
                 "--display-name", f"Python ({env_name})"])],
             **as_user,
         )
+
+
+def _install_locked(locked: dict, env, python: str, envp: str, src: pyenv.TorchSource, cache_dir: str | None,
+                    user: str) -> None:
+    """apply --locked: exactly the locked pip set, hash-checked, no resolver (``--no-deps``); from
+    the wheelhouse in cache_dir alone (``--no-index``) when every locked wheel is there, else from
+    the torch index and PyPI, where pip refuses a version or a hash that moved."""
+    pins = {n: d["version"] for n, d in (locked.get("pip") or {}).items()}
+    dists = (env or {}).get("dists", {})
+    if env is not None and all(dists.get(n) == v for n, v in pins.items()):
+        return
+    wheelhouse = lockfile.cache_path(cache_dir, "wheels") if cache_dir else None
+    wheels = sorted(d["file"] for d in (locked.get("pip") or {}).values())
+    offline = bool(wheelhouse) and not fact(MissingFiles, folder=wheelhouse, names=wheels)
+    sources = ["--no-index", "--find-links", wheelhouse] if offline else [
+        "--extra-index-url", src.index_url, *(["--find-links", wheelhouse] if wheelhouse else [])]
+    req = f"{envp}/dlrig-locked-requirements.txt"
+    files.put(name="the locked pip requirements (with hashes)", src=StringIO(lockfile.requirements_text(locked)),
+              dest=req, mode="644", user=user)
+    server.shell(
+        name=f"locked pip distributions ({len(pins)}, " + ("from cache_dir's wheelhouse)" if offline else
+                                                          "from the indexes)"),
+        commands=[" ".join(shlex.quote(a) for a in [python, "-m", "pip", "install", "--require-hashes",
+                                                     "--no-deps", *sources, "-r", req])],
+        **pyenv.as_user(user),
+    )

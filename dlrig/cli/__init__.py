@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from dlrig import __version__
-from dlrig.cli import demo, init, resolve, run, verify
+from dlrig.cli import demo, init, lock, resolve, run, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,5 +18,6 @@ def main() -> None:
 
 
 for _command in (init.init, run.plan, run.apply, run.check, run.settings, demo.demo, resolve.resolve, resolve.doctor,
-                 verify.verify, verify.bench):
+                 verify.verify, verify.bench, lock.lock,
+                 lock.backup, lock.cache):
     main.add_command(_command)

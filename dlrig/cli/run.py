@@ -25,9 +25,15 @@ from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 @common.data_opt
 @common.json_opt
 @click.option("-v", "verbose", count=True, help="More of pyinfra's output.")
-def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, verbose: int) -> None:
+@click.option("--locked", "locked", metavar="LOCK", help="Show how each host differs from its entry in LOCK.")
+def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, verbose: int,
+         locked: str | None = None) -> None:
     """Show what apply would change (a pyinfra dry run); changes nothing."""
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
+    if locked:
+        from dlrig.cli.lock import plan_locked
+
+        plan_locked(locked, hosts, as_json)
     result = run_pyinfra(
         pyinfra_command(inventory, deploy_file(), dry=True, data={**pyinfra_data, PLAN_ONLY: True},
                         verbose=verbose),
@@ -99,10 +105,20 @@ def _print_plan(hosts, changes, conditional, status=None) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("-v", "verbose", count=True, help="More of pyinfra's output.")
 @click.option("--reboot", is_flag=True, help="Reboot hosts whose NVIDIA driver changed and wait (never this machine).")
+@click.option("--locked", "locked", metavar="LOCK", help="Install exactly the versions in LOCK (dlrig lock).")
+@click.option("--restore", "restore", metavar="BACKUP",
+              help="First put back host keys, Jupyter config and fstab lines from BACKUP (dlrig backup).")
 def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, yes: bool, verbose: int,
-          reboot: bool = False) -> None:
+          reboot: bool = False, locked: str | None = None, restore: str | None = None) -> None:
     """Apply the roles to every host in INVENTORY and summarise per host."""
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
+    if locked or restore:
+        from dlrig.cli import lock as LOCK
+
+        if locked:
+            pyinfra_data["dlrig_lock_file"] = LOCK.locked_data(locked, hosts)
+        if restore:
+            LOCK.restore(restore, hosts, quiet=as_json)
     if not yes:
         if not sys.stdin.isatty():
             common.fail(UserError("apply needs confirmation: add --yes (or run `dlrig plan` first to see the changes)"))

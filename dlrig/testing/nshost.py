@@ -68,8 +68,17 @@ def _port_free(address: str, port: int) -> bool:
     return True
 
 
-def _reserve_address(port: int, tries: int = 200) -> tuple[str, _FileLock]:
-    """Pick a random free 127.0.X.Y (X, Y in 1..254) and hold its lock file."""
+def _reserve_address(port: int, tries: int = 200, address: str | None = None) -> tuple[str, _FileLock]:
+    """Pick a random free 127.0.X.Y (X, Y in 1..254) and hold its lock file; or exactly ``address``."""
+    if address is not None:
+        if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", address):
+            raise HostError(f"test host address {address!r}: give a 127.0.0.0/8 address")
+        lock = _FileLock(_addr_lock_path(address))
+        if lock.acquire(blocking=False):
+            if _port_free(address, port):
+                return address, lock
+            lock.release()
+        raise HostError(f"{address}:{port} is taken (another test host or process holds it)")
     rng = random.SystemRandom()  # immune to pytest-randomly & co. seeding `random`
     for _ in range(tries):
         address = f"127.0.{rng.randint(1, 254)}.{rng.randint(1, 254)}"

@@ -49,11 +49,13 @@ class HostPool:
 
     ``mode``: "overlay" (an overlay over one extracted image: ~0.1 s per host), "copy" (a full
     tar extract per host: seconds) or "auto" (overlay where the kernel has it; env
-    ``DLRIG_HOSTS_MODE`` overrides).
+    ``DLRIG_HOSTS_MODE`` overrides). ``binds``: {directory on this machine: absolute path in
+    every host's root}, bind-mounted before sshd starts (a data disk that outlives its hosts).
     """
 
     def __init__(self, workdir: Path, image: Path | None = None, *, mode: str | None = None,
-                 port: int = SSH_PORT, start_timeout: float = START_TIMEOUT):
+                 port: int = SSH_PORT, start_timeout: float = START_TIMEOUT,
+                 binds: dict[Path | str, str] | None = None):
         _require_root()
         _require_tools("unshare", "ssh", "tar", "zstd", "chroot", "mount", "umount")
         self.workdir = Path(workdir).resolve()
@@ -68,6 +70,10 @@ class HostPool:
             raise ValueError(f"mode must be auto, overlay or copy, not {self.mode!r}")
         self.port = port
         self.start_timeout = start_timeout
+        self.binds = {Path(src).resolve(): dst for src, dst in (binds or {}).items()}
+        for src, dst in self.binds.items():
+            if not src.is_dir() or not dst.startswith("/") or ".." in dst.split("/"):
+                raise ValueError(f"binds: {src} must be a directory here, {dst!r} an absolute path in the host")
         self.hosts: list[TestHost] = []
         cleanup_stale()
 
@@ -115,12 +121,28 @@ class HostPool:
                 p.unlink()  # never write through a symlink out of the root
             p.write_text(text)
 
-    def start(self, name: str) -> TestHost:
-        """Start one host (waits until SSH answers)."""
-        return self.start_many(1, [name])[0]
+    def _bind(self, host: TestHost) -> None:
+        """Bind-mount ``binds`` into the host's root (stop() unmounts them before removing it)."""
+        for src, dst in self.binds.items():
+            target = host.root / dst.lstrip("/")
+            if target.is_symlink():
+                raise HostError(f"binds: {dst} is a symlink in the host's root")
+            target.mkdir(parents=True, exist_ok=True)
+            res = subprocess.run(["mount", "--bind", str(src), str(target)], capture_output=True, text=True,
+                                 env=_clean_env())
+            if res.returncode != 0:
+                raise HostError(f"bind mount {src} -> {dst} failed: {res.stderr.strip()}")
 
-    def start_many(self, n: int, names: Sequence[str] | None = None) -> list[TestHost]:
-        """Start ``n`` hosts in parallel; all or none (a failure stops those already begun)."""
+    def start(self, name: str, address: str | None = None) -> TestHost:
+        """Start one host (waits until SSH answers); at ``address`` (127.X.Y.Z) when given."""
+        return self.start_many(1, [name], addresses=[address] if address else None)[0]
+
+    def start_many(self, n: int, names: Sequence[str] | None = None,
+                   addresses: Sequence[str] | None = None) -> list[TestHost]:
+        """Start ``n`` hosts in parallel; all or none (a failure stops those already begun).
+
+        ``addresses``: one 127.X.Y.Z per host (e.g. the address of a host stopped before), else random.
+        """
         taken = {h.name for h in self.hosts if not h._stopped}
         if names is None:
             names, i = [], 1
@@ -136,11 +158,13 @@ class HostPool:
                 raise ValueError(f"bad host name {nm!r}: use lowercase letters, digits and '-'")
         if len(set(names)) != n or taken & set(names):
             raise ValueError(f"host names must be unique: {names}")
+        if addresses is not None and len(addresses) != n:
+            raise ValueError(f"{n} hosts but {len(addresses)} addresses")
         self.workdir.mkdir(parents=True, exist_ok=True)
         new: list[TestHost] = []
         try:
-            for nm in names:
-                new.append(self._begin(nm))
+            for i, nm in enumerate(names):
+                new.append(self._begin(nm, addresses[i] if addresses else None))
             for h in new:
                 h._wait_ready(self.start_timeout)
         except BaseException:
@@ -150,11 +174,11 @@ class HostPool:
             raise
         return new
 
-    def _begin(self, name: str) -> TestHost:
+    def _begin(self, name: str, address: str | None = None) -> TestHost:
         hostdir = self.workdir / name
         if hostdir.exists():
             raise HostError(f"{hostdir} already exists (another host with this name in {self.workdir}?)")
-        address, lock = _reserve_address(self.port)
+        address, lock = _reserve_address(self.port, address=address)
         host = TestHost(name=name, address=address, key_path=self.key_path,
                         root=hostdir / "root", port=self.port, hostdir=hostdir, _addr_lock=lock)
         self.hosts.append(host)
@@ -163,6 +187,7 @@ class HostPool:
             host._write_state()  # before the first mount: cleanup_stale can undo a crash here
             host.root, host._overlay = self._prepare_root(hostdir)
             self._personalize(host)
+            self._bind(host)
             host._launch()
         except BaseException:
             with contextlib.suppress(Exception):

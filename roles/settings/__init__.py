@@ -30,6 +30,21 @@ COMMON_DEFAULTS = declare(
         "no GPU stack: skip the NVIDIA roles and install a CPU build of torch",
     ),
     Setting(
+        "cache_dir",
+        None,
+        "path",
+        "a folder on the host that outlives a reinstall (e.g. on the data disk): apt, pip, conda and "
+        "Miniforge caches and the locked wheels; None: no cache",
+        nullable=True,
+    ),
+    Setting(
+        "dlrig_lock_file",
+        None,
+        "path",
+        "the lock file whose versions the roles install (set by `dlrig apply --locked LOCK`)",
+        nullable=True,
+    ),
+    Setting(
         "workstation_user",
         None,
         "str",

@@ -360,3 +360,23 @@ def test_cleanup_stale_removes_hosts_of_a_crashed_run(golden_image, tmp_path):
     assert not NSHOST._state_path(info["address"]).exists()
     assert not NSHOST._addr_lock_path(info["address"]).exists()
     assert SYSTEM._proc_starttime(info["sshd"]) is None and not _listening(info["address"])
+
+
+@pytest.mark.hosts
+def test_a_host_restarts_at_the_same_address_with_a_bound_directory_that_outlives_it(golden_image, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with POOL.HostPool(tmp_path / "a", golden_image, binds={disk: "/srv/data"}) as pool:
+        first = pool.start("one")
+        first.ssh("sudo -n sh -c 'echo kept > /srv/data/file; echo gone > /etc/first-only'")
+        address = first.address
+    assert (disk / "file").read_text() == "kept\n"  # the host is gone, its data disk is not
+    assert not (tmp_path / "a" / "one").exists()
+    with POOL.HostPool(tmp_path / "b", golden_image, binds={disk: "/srv/data"}) as pool:
+        second = pool.start("one", address=address)
+        assert second.address == address
+        assert second.ssh("cat /srv/data/file").stdout == "kept\n"
+        assert second.ssh("test -e /etc/first-only && echo yes || echo no").stdout.strip() == "no"
+        with pytest.raises(SYSTEM.HostError, match="taken"):
+            pool.start("two", address=address)
+    assert (disk / "file").exists()

@@ -85,10 +85,11 @@ def test_installed_hash_is_read_back_from_the_config():
 
 def test_condarc_is_conda_forge_only_and_trusts_the_system_store_with_extra_cas():
     yaml = pytest.importorskip("yaml")
-    plain = yaml.safe_load(render("condarc.j2", channels=["conda-forge"], ssl_verify=None))
+    plain = yaml.safe_load(render("condarc.j2", channels=["conda-forge"], ssl_verify=None, pkgs_dir=None))
     assert plain == {"channels": ["conda-forge"], "channel_priority": "strict",
                      "auto_activate_base": False, "show_channel_urls": True}
-    proxied = yaml.safe_load(render("condarc.j2", channels=["conda-forge"], ssl_verify=pyenv.SYSTEM_CA_BUNDLE))
+    proxied = yaml.safe_load(render("condarc.j2", channels=["conda-forge"], ssl_verify=pyenv.SYSTEM_CA_BUNDLE,
+                                          pkgs_dir=None))
     assert proxied["ssl_verify"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
