@@ -19,7 +19,6 @@ from dlrig.engine.facts import DpkgAudit, fact
 from dlrig.engine.hostdata import setting
 from dlrig.engine.lockfacts import LockedDebs
 
-
 # A dpkg lock loop: `dpkg --configure -a` does not read apt's DPkg::Lock::Timeout.
 _DPKG_REPAIR = (
     "end=$(( $(date +%s) + {timeout} )); "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 
 from dlrig.roles import template
+from dlrig.roles.settings.conda import DEFAULTS, MARKER
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
@@ -21,7 +22,6 @@ from pyinfra.operations import apt, files, server
 from dlrig.engine import lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, fact
 from dlrig.engine.hostdata import owner, setting
-from dlrig.roles.settings.conda import MARKER, DEFAULTS
 
 # Miniforge3 24.11.3-0; checksum as published with the release (and in Arch's AUR PKGBUILD).
 # GitHub is unreachable from where dlrig is tested: bump both together, from the release's

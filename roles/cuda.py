@@ -9,12 +9,12 @@ where the driver comes from Debian, else NVIDIA's repo, matching torch's CUDA).
 from __future__ import annotations
 
 from dlrig.roles import template
+from dlrig.roles.settings.cuda import DEFAULTS
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
-from dlrig.roles.settings.cuda import DEFAULTS
 
 PROFILE = "/etc/profile.d/dlrig-cuda.sh"
 DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"

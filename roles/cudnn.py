@@ -8,12 +8,12 @@ the distro toolkit: Debian's ``nvidia-cudnn`` (contrib; it downloads cuDNN from 
 from __future__ import annotations
 
 from dlrig.roles import template
+from dlrig.roles.settings.cudnn import DEFAULTS
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
 
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
-from dlrig.roles.settings.cudnn import DEFAULTS
 
 PIN = "/etc/apt/preferences.d/dlrig-cudnn"
 

@@ -22,6 +22,7 @@ import io
 import re
 import shlex
 
+from dlrig.roles.settings.dualboot import DEFAULTS, UID_FS
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
@@ -29,9 +30,8 @@ from pyinfra.facts.files import Directory
 from pyinfra.facts.server import KernelVersion, Users, Which
 from pyinfra.operations import apt, files, server
 
-from dlrig.engine.facts import AdjtimeContents, fact, GrubMenuEntries, NtfsVolumeState
+from dlrig.engine.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState, fact
 from dlrig.engine.hostdata import owner, setting
-from dlrig.roles.settings.dualboot import UID_FS, DEFAULTS
 
 GRUB_DROPIN = "/etc/default/grub.d/99-dlrig.cfg"
 FSTAB = "/etc/fstab"

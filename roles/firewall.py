@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import ipaddress
 
+from dlrig.roles.settings.firewall import DEFAULTS
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, server
 
 from dlrig.engine.facts import (
-    fact,
+    SshConnection,
     SshdEffectivePorts,
-    SshServerPort,
     UfwRulesPresent,
     UfwState,
+    fact,
 )
 from dlrig.engine.hostdata import setting
 from dlrig.engine.settings import registry
-from dlrig.roles.settings.firewall import DEFAULTS
-
 
 COMMENT = "dlrig"
 
@@ -61,10 +60,10 @@ def jupyter_port() -> int:
 
 
 def ssh_ports() -> list[int]:
-    conn = fact(SshServerPort, _sudo=False)
+    conn = fact(SshConnection, _sudo=False)
     ports = {int(setting("ssh_port") or 22), *(int(p) for p in setting("ssh_extra_ports") or [])}
     if conn is not None:
-        ports.add(conn)
+        ports.add(conn["port"])
     ports.update(fact(SshdEffectivePorts) or [])
     return sorted(ports)
 

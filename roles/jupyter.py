@@ -16,6 +16,7 @@ import shlex
 
 from dlrig.roles import template
 from dlrig.roles.pytorch import packages_command
+from dlrig.roles.settings.jupyter import DEFAULTS, PLAN_ONLY
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import Directory, FindInFile, Link
@@ -23,10 +24,8 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from dlrig.engine import passwords, pyenv
-from dlrig.engine.facts import fact, PythonEnv, SystemdBooted
+from dlrig.engine.facts import PythonEnv, SystemdBooted, fact
 from dlrig.engine.hostdata import owner, setting
-from dlrig.roles.settings.jupyter import DEFAULTS, PLAN_ONLY
-
 
 _PASSWORD_FIX = ("set jupyter_password_hash (python -c 'from jupyter_server.auth import passwd; print(passwd())') "
                  "or run `dlrig apply --jupyter-password-prompt`")

@@ -30,7 +30,7 @@ from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine.facts import AptHeld, fact, MokKey, SecureBoot
+from dlrig.engine.facts import AptHeld, MokKey, SecureBoot, fact
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
 from dlrig.gpu.resolver import OSES, Resolution
@@ -50,8 +50,7 @@ DRIVER_PACKAGE = re.compile(
     r"nvidia-kernel-(open-)?dkms|nvidia-kernel-common(-\d+.*)?|nvidia-smi|xserver-xorg-video-nvidia(-\d+.*)?|"
     r"libnvidia-gl-\d+.*|nvidia-compute-utils-\d+.*)$"
 )
-from dlrig.roles.settings.nvidia_driver import OP_PACKAGES, OP_REMOVE, DEFAULTS
-
+from dlrig.roles.settings.nvidia_driver import DEFAULTS, OP_PACKAGES, OP_REMOVE
 
 # --- shared with the cuda and cudnn roles -------------------------------------------------------
 

@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
-
 from dlrig.roles import template
+from dlrig.roles.settings.power import DEFAULTS
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
@@ -23,8 +23,7 @@ from pyinfra.facts.files import Directory
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine.facts import fact, NetInterfaceMac
-from dlrig.roles.settings.power import DEFAULTS
+from dlrig.engine.facts import NetInterfaceMac, fact
 
 SLEEP_TARGETS = ("sleep.target", "suspend.target", "hibernate.target", "hybrid-sleep.target",
                  "suspend-then-hibernate.target")

@@ -19,16 +19,16 @@ import shlex
 from io import StringIO
 
 from dlrig.roles import template
+from dlrig.roles.settings.pytorch import DEFAULTS
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from dlrig.engine import lockfile, pyenv
-from dlrig.engine.facts import CondaInstall, fact, PythonEnv
-from dlrig.engine.lockfacts import MissingFiles
+from dlrig.engine.facts import CondaInstall, PythonEnv, fact
 from dlrig.engine.hostdata import owner, setting
-from dlrig.roles.settings.pytorch import DEFAULTS
+from dlrig.engine.lockfacts import MissingFiles
 
 
 def _resolution():

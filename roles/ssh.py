@@ -35,6 +35,7 @@ import re
 
 import jinja2
 from dlrig.roles import template
+from dlrig.roles.settings.ssh import DEFAULTS
 from pyinfra import host
 from pyinfra import logger as log
 from pyinfra.api import DeployError, deploy
@@ -44,10 +45,15 @@ from pyinfra.facts.server import User
 from pyinfra.operations import apt, files, python, server
 
 from dlrig.engine import sshaccess
-from dlrig.engine.facts import SSHD_CANDIDATE_SH, AuthorizedKeyCount, SshConnection, SshdAccess, SshServerPort, fact
+from dlrig.engine.facts import (
+    SSHD_CANDIDATE_SH,
+    AuthorizedKeyCount,
+    SshConnection,
+    SshdAccess,
+    fact,
+)
 from dlrig.engine.hostdata import owner, setting
 from dlrig.engine.sshkeys import from_allows, parse_keys
-from dlrig.roles.settings.ssh import DEFAULTS
 
 DROPIN = "/etc/ssh/sshd_config.d/00-dlrig.conf"
 STAGING = "/var/lib/dlrig/ssh/00-dlrig.conf"
@@ -145,7 +151,7 @@ def _sh(script: str, *args) -> str:
 
 def wanted_ports() -> list[int]:
     """sshd's ports: the one this connection came in on (else ``ssh_port``) plus the extras."""
-    conn = fact(SshServerPort, _sudo=False)
+    conn = (fact(SshConnection, _sudo=False) or {}).get("port")
     configured = setting("ssh_port")
     if conn is not None and configured and conn != configured:
         log.warning(f"{host.name}: ssh: connected to port {configured} but sshd received it on {conn} "

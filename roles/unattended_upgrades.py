@@ -18,6 +18,7 @@ import importlib
 import re
 
 from dlrig.roles import template
+from dlrig.roles.settings.unattended_upgrades import DEFAULTS, DRIVER_PACKAGE_PATTERNS
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
@@ -25,8 +26,6 @@ from pyinfra.operations import apt, files
 
 from dlrig.engine.facts import fact
 from dlrig.engine.hostdata import setting
-from dlrig.roles.settings.unattended_upgrades import DRIVER_PACKAGE_PATTERNS, DEFAULTS
-
 
 CONF = "/etc/apt/apt.conf.d/52dlrig-unattended-upgrades"
 

@@ -72,26 +72,10 @@ class LoginUser(FactBase):
 # ---- remote access and dual boot (roles ssh, firewall, power, dualboot) ----------------------
 
 
-class SshServerPort(FactBase):
-    """The port sshd accepted *this* connection on (from ``$SSH_CONNECTION``), or None.
-
-    Read it with ``_sudo=False``: sudo drops the variable. None under @local/@chroot connectors.
-    """
-
-    def command(self) -> str:
-        return 'echo "SSHCONN ${SSH_CONNECTION:-}"'
-
-    def process(self, output):
-        for line in output:
-            parts = line.split()
-            if parts and parts[0] == "SSHCONN" and len(parts) == 5 and parts[4].isdigit():
-                return int(parts[4])
-        return None
-
-
 class SshConnection(FactBase):
     """This connection as sshd sees it, from ``$SSH_CONNECTION``: ``{"client": addr, "server": addr,
-    "port": int}``, or None (not over SSH). Read it with ``_sudo=False``: sudo drops the variable."""
+    "port": int}`` (``port``: the port sshd accepted it on), or None (not over SSH: @local, @chroot).
+    Read it with ``_sudo=False``: sudo drops the variable."""
 
     def command(self) -> str:
         return 'echo "SSHCONN ${SSH_CONNECTION:-}"'

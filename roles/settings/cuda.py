@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dlrig.engine.settings import Setting, declare
 
+
 def _cuda_check(v):
     from dlrig.gpu.resolver import CUDA_MIN_DRIVER
 

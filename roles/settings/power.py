@@ -10,6 +10,7 @@ import re
 
 from dlrig.engine.settings import Setting, declare
 
+
 def _check_iface(value: str) -> str | None:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", value):
         return f"{value!r} is not a network interface name, e.g. 'enp3s0' (see `ip link`)"

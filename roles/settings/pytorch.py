@@ -11,6 +11,7 @@ import re
 from dlrig.engine import pyenv
 from dlrig.engine.settings import Setting, declare
 
+
 def _env_name(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value) and value != "base":
         return None

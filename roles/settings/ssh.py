@@ -6,9 +6,9 @@ roles/ssh.py, the deploy, imports its defaults from here.
 
 from __future__ import annotations
 
-
 from dlrig.engine.settings import Setting, declare
 from dlrig.engine.sshkeys import KeyProblem, parse_keys
+
 
 def _check_keys(keys: list) -> str | None:
     """Every key through OpenSSH's parser (controller side, before connecting)."""
