@@ -15,15 +15,12 @@ from pyinfra.operations import apt, files
 
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
+from dlrig.gpu import packages as apt_names
 
 PROFILE = "/etc/profile.d/dlrig-cuda.sh"
 DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"
 
 
-def toolkit_packages(version: str, source: str) -> list[str]:
-    if source == "distro":
-        return ["nvidia-cuda-toolkit"]
-    return [f"cuda-toolkit-{version.replace('.', '-')}"]
 
 
 @deploy("cuda", data_defaults=DEFAULTS)
@@ -34,7 +31,7 @@ def cuda():
 
     res = resolve_host()
     c = res.cuda
-    packages = toolkit_packages(c.version, c.source)
+    packages = apt_names.cuda(c.version, c.source)
     repo_ops = ensure_nvidia_repo(res.os) if c.source == "nvidia" else []
     apt_update(repo_ops, packages, "CUDA toolkit")
     apt.packages(name=f"CUDA toolkit {c.version} ({c.source})", packages=packages, no_recommends=c.source == "nvidia")

@@ -14,15 +14,9 @@ from pyinfra.operations import apt, files
 
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
+from dlrig.gpu import packages as apt_names
 
 PIN = "/etc/apt/preferences.d/dlrig-cudnn"
-
-
-def cudnn_packages(cudnn, dev: bool) -> list[str]:
-    pkgs = list(cudnn.packages)
-    if not dev:
-        pkgs = [p for p in pkgs if not p.endswith("-dev")]
-    return pkgs
 
 
 @deploy("cudnn", data_defaults=DEFAULTS)
@@ -33,7 +27,7 @@ def cudnn():
 
     res = resolve_host()
     c = res.cudnn
-    packages = cudnn_packages(c, setting("cudnn_dev"))
+    packages = apt_names.cudnn(c.packages, setting("cudnn_dev"))
     repo_ops = []
     if res.cuda.source == "nvidia":
         repo_ops = ensure_nvidia_repo(res.os)

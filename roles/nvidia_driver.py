@@ -33,6 +33,7 @@ from pyinfra.operations.util import any_changed
 from dlrig.engine.facts import AptHeld, MokKey, SecureBoot, fact
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
+from dlrig.gpu import packages
 from dlrig.gpu.resolver import OSES, Resolution
 
 KEYRING = "/etc/apt/keyrings/dlrig-nvidia-cuda.asc"
@@ -119,35 +120,14 @@ def apt_update(repo_ops: list, packages: list[str], what: str) -> None:
 # --- driver packages ----------------------------------------------------------------------------
 
 
-def ubuntu_flavour(os_name: str, kernel: str) -> str:
-    """linux-modules-nvidia flavour: generic / generic-hwe-22.04 / lowlatency... from the kernel."""
-    m = re.match(r"^(\d+\.\d+)\.\d+-\d+-(.+)$", kernel or "")
-    if not m:
-        return "generic"
-    series, suffix = m.group(1), m.group(2)
-    ga = {"ubuntu-22.04": "5.15", "ubuntu-24.04": "6.8"}.get(os_name)
-    if series != ga and suffix in ("generic", "lowlatency"):
-        return f"{suffix}-hwe-{os_name.split('-')[1]}"
-    return suffix
-
-
 def driver_packages(res: Resolution, kernel: str) -> list[str]:
-    d = res.driver
-    if d.source == "ubuntu":
-        suffix = f"{d.branch}{'-server' if setting('driver_server') else ''}{'-open' if d.flavor == 'open' else ''}"
-        pkgs = [f"nvidia-headless-no-dkms-{suffix}", f"nvidia-utils-{suffix}",
-                f"linux-modules-nvidia-{suffix}-{ubuntu_flavour(res.os, kernel)}"]
-        if not setting("driver_headless"):
-            pkgs += [f"xserver-xorg-video-nvidia-{suffix}", f"libnvidia-gl-{suffix}"]
-        return pkgs
-    if d.source == "nvidia":
-        if d.flavor == "open":
-            return ["nvidia-open"] + ([f"nvidia-driver-pinning-{d.branch}"] if d.branch >= 580 else [])
-        return [f"cuda-drivers-{d.branch}"]
-    pkgs = ["nvidia-driver", "nvidia-smi"]
-    if setting("driver_persistence"):
-        pkgs.append("nvidia-persistenced")
-    return pkgs
+    """The resolved driver's apt packages (dlrig.gpu.packages: Ubuntu's recorded names)."""
+    try:
+        return packages.driver(res, server=setting("driver_server"), headless=setting("driver_headless"),
+                               kernel_flavour=packages.ubuntu_kernel_flavour(res.os, kernel),
+                               persistence=setting("driver_persistence"))
+    except packages.UnavailablePackages as e:
+        raise DeployError(f"{host.name}: {e}") from None
 
 
 def _pkg_branch(version: str) -> int | None:

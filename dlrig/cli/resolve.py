@@ -14,6 +14,8 @@ import click
 
 from dlrig.cli import common
 from dlrig.deploys import deploy_file, report_name
+from dlrig.gpu import packages as apt_packages
+from dlrig.gpu.packages import UnavailablePackages
 from dlrig.gpu.resolver import OSES, ResolveError
 from dlrig.gpu.resolver import resolve as resolve_stack
 from dlrig.gpu.table import UnknownGpu, lookup
@@ -50,12 +52,27 @@ def resolve_command(gpus, os_name, driver_branch, cuda, torch_version, driver_so
         infos = [lookup(g) for g in gpus]
         res = resolve_stack(infos, os_name, driver_branch=driver_branch, cuda=cuda, torch=torch_version,
                       driver_source=driver_source, python=python, cpu_only=cpu_only)
-    except (ResolveError, UnknownGpu) as e:
+        out = with_packages(res)
+    except (ResolveError, UnknownGpu, UnavailablePackages) as e:
         common.fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if as_json:
-        click.echo(json.dumps(res.as_json()))
+        click.echo(json.dumps(out))
         return
-    _print_resolution(res.as_json())
+    _print_resolution(out)
+
+
+def with_packages(res) -> dict:
+    """The resolution's JSON with ``packages`` (apt names on that OS) under driver, cuda and cudnn.
+
+    The driver's are a desktop on the release's GA kernel (``generic``), driver_server and
+    driver_headless off: what ``dlrig apply`` installs with the default settings.
+    """
+    j = res.as_json()
+    names = apt_packages.for_resolution(res)
+    for part in ("driver", "cuda", "cudnn"):
+        if j[part]:
+            j[part]["packages"] = names[part]
+    return j
 
 
 resolve = resolve_command
@@ -67,9 +84,11 @@ def _print_resolution(j: dict, indent: str = "") -> None:
         click.echo(f"{indent}gpu     {g['pci_id']}  {g['name']}  {g['chip']} {g['arch']} cc {g['compute_capability']} ({flags})")
     d = j["driver"]
     click.echo(f"{indent}os      {j['os']}")
-    click.echo(f"{indent}driver  " + (f"{d['branch']} {d['flavor']} from {d['source']}" if d else "none (cpu_only)"))
+    click.echo(f"{indent}driver  " + (f"{d['branch']} {d['flavor']} from {d['source']}" if d else "none (cpu_only)")
+               + (f" ({', '.join(d['packages'])})" if d and d.get("packages") else ""))
     if j["cuda"]:
-        click.echo(f"{indent}cuda    {j['cuda']['version']} ({j['cuda']['source']})")
+        c = j["cuda"]
+        click.echo(f"{indent}cuda    {c['version']} ({c['source']}" + (f": {', '.join(c['packages'])})" if c.get("packages") else ")"))
     if j["cudnn"]:
         click.echo(f"{indent}cudnn   {j['cudnn']['version']} ({', '.join(j['cudnn']['packages'])})")
     t = j["torch"]

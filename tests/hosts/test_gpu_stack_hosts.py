@@ -38,7 +38,7 @@ FAST = {"driver_gpus": GPU, "driver_kernel_headers": False, "driver_recommends":
 
 
 def _dlrig(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["dlrig", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "dlrig", *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 

@@ -18,6 +18,7 @@ import random
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,7 @@ def test_ufw_really_filters_and_ssh_survives(netns_host, tmp_path):
 
     inv = POOL.write_inventory([h], tmp_path / "inventory.py",
                             data={"firewall_allow": ["6006/tcp"], "jupyter_ip": "0.0.0.0"})
-    res = subprocess.run(["dlrig", "apply", str(inv), "--roles", "firewall", "--yes"],
+    res = subprocess.run([sys.executable, "-m", "dlrig", "apply", str(inv), "--roles", "firewall", "--yes"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     log = Path(re.search(r"^log: (.+)$", res.stderr, re.M).group(1)).read_text()  # pyinfra's own output
@@ -163,7 +164,7 @@ def test_ufw_really_filters_and_ssh_survives(netns_host, tmp_path):
     assert _reachable(h.address, 6006), "firewall_allow 6006/tcp not reachable"
     assert _reachable(h.address, 8888), "jupyter_ip 0.0.0.0: Jupyter's port must be allowed"
 
-    plan = subprocess.run(["dlrig", "plan", str(inv), "--roles", "firewall", "--json"],
+    plan = subprocess.run([sys.executable, "-m", "dlrig", "plan", str(inv), "--roles", "firewall", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["changes"] == []

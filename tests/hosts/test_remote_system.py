@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -22,7 +23,7 @@ UUID = "01D9A1B2C3D4E5F6"
 
 
 def _dlrig(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["dlrig", *args], capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "dlrig", *args], capture_output=True, text=True, timeout=900)
 
 
 def test_power_dualboot_unattended_upgrades(make_hosts, tmp_path):

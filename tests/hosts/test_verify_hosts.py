@@ -28,7 +28,7 @@ TORCH_PY = "/opt/torchenv/bin/python"
 
 
 def _dlrig(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["dlrig", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "dlrig", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
 def _results(proc: subprocess.CompletedProcess) -> dict[str, dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.plans.harness import commands, fake_host, plan
+from tests.ubuntu_sources import exists, ubuntu_drivers_install
 
 ROLES = ["nvidia_driver", "cuda", "cudnn"]
 LSPCI = {
@@ -34,9 +35,12 @@ def _names(ops, role=None):
 def test_ubuntu_2204_default_is_canonical_signed_modules_no_dkms():
     ops = _ops("ubuntu-22.04")
     drv = commands(ops, "nvidia_driver")
-    assert ("install nvidia-headless-no-dkms-580-open nvidia-utils-580-open "
-            "linux-modules-nvidia-580-open-generic-hwe-22.04 xserver-xorg-video-nvidia-580-open libnvidia-gl-580-open") in drv
-    assert "apt-mark hold nvidia-headless-no-dkms-580-open" in drv
+    # the canned 22.04 host runs an HWE kernel (uname -r 6.8): ubuntu-drivers picks generic-hwe-22.04
+    want = ubuntu_drivers_install(580, open_=True, server=False, headless=False, kernel_flavour="generic-hwe-22.04")
+    assert want == ["nvidia-driver-580-open", "linux-modules-nvidia-580-open-generic-hwe-22.04"]
+    assert all(exists("ubuntu-22.04", n) for n in want)
+    assert f"install {' '.join(want)}" in drv
+    assert f"apt-mark hold {' '.join(want)}" in drv
     assert "dkms" not in drv.replace("no-dkms", "") and "linux-headers" not in drv
     assert "blacklist nouveau" in drv and "systemctl enable nvidia-persistenced.service" in drv
     assert "dlrig-nvidia-cuda.list" not in drv  # driver from Ubuntu: no NVIDIA repo for the driver
@@ -52,9 +56,12 @@ def test_ubuntu_2204_default_is_canonical_signed_modules_no_dkms():
 def test_ubuntu_2404_ga_kernel_headless_server():
     ops = _ops("ubuntu-24.04", driver_headless=True, driver_server=True, driver_branch=570)
     drv = commands(ops, "nvidia_driver")
-    assert ("install nvidia-headless-no-dkms-570-server-open nvidia-utils-570-server-open "
-            "linux-modules-nvidia-570-server-open-generic") in drv
-    assert "xserver-xorg-video-nvidia" not in drv
+    want = ubuntu_drivers_install(570, open_=True, server=True, headless=True, kernel_flavour="generic")
+    assert want == ["nvidia-headless-no-dkms-570-server-open", "nvidia-utils-570-server",
+                    "linux-modules-nvidia-570-server-open-generic"]
+    assert all(exists("ubuntu-24.04", n) for n in want)
+    assert f"install {' '.join(want)}" in drv
+    assert "xserver-xorg-video-nvidia" not in drv and "nvidia-driver-570" not in drv
     # torch 2.14's builds: cu126 (GA driver 560) fits 570, cu130 (580) does not: toolkit follows torch
     assert "cuda-toolkit-12-6" in commands(ops, "cuda")
 
@@ -171,4 +178,23 @@ def test_refusal_stops_the_plan_with_one_line():
 
 def test_driver_gpus_overrides_lspci():
     ops = _ops("ubuntu-22.04", gpus="2070s", driver_gpus=["GTX 1080"])
-    assert "nvidia-headless-no-dkms-580 " in commands(ops, "nvidia_driver") + " "
+    want = ubuntu_drivers_install(580, open_=False, server=False, headless=False, kernel_flavour="generic-hwe-22.04")
+    assert f"install {' '.join(want)}" in commands(ops, "nvidia_driver")
+
+
+@pytest.mark.parametrize("os_name, kernel, flavour", [
+    ("ubuntu-22.04", "5.15.0-125-generic", "generic"), ("ubuntu-22.04", "6.8.0-49-generic", "generic-hwe-22.04"),
+    ("ubuntu-24.04", "6.8.0-49-generic", "generic"), ("ubuntu-24.04", "6.14.0-37-generic", "generic-hwe-24.04")])
+@pytest.mark.parametrize("server", [False, True])
+@pytest.mark.parametrize("headless", [False, True])
+@pytest.mark.parametrize("gpus, open_", [("2x4090", True), ("1080", False)])
+def test_ubuntu_source_installs_what_ubuntu_drivers_would(os_name, kernel, flavour, server, headless, gpus, open_):
+    """Every release x kernel x server x headless x flavour: the names Ubuntu publishes (recorded sources)."""
+    ops = _ops(os_name, gpus=gpus, facts={"uname -r": [kernel]}, driver_server=server, driver_headless=headless)
+    want = ubuntu_drivers_install(580, open_=open_, server=server, headless=headless, kernel_flavour=flavour)
+    assert [n for n in want if not exists(os_name, n)] == []
+    drv = commands(ops, "nvidia_driver")
+    line = [ln for ln in drv.splitlines() if "apt-get" in ln and " install " in ln and "nvidia" in ln][-1]
+    assert line.split(" install ")[1].split() == want
+    assert not any(n.endswith("-open") for n in line.split() if n.startswith(("nvidia-utils", "libnvidia", "xserver")))
+

@@ -119,7 +119,7 @@ def test_cli_cpu_table_json_png(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
-    res = subprocess.run(["dlrig", "bench", "--device", "cpu", "--json", "--plot", str(png), "--repeats", "3"],
+    res = subprocess.run([sys.executable, "-m", "dlrig", "bench", "--device", "cpu", "--json", "--plot", str(png), "--repeats", "3"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     payload = json.loads(res.stdout)

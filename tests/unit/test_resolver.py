@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -130,12 +131,13 @@ def test_cli_json_and_refusal_exit_2():
     res = runner.invoke(resolve_cli, ["--gpu", "10de:1e84", "--os", "ubuntu-22.04", "--json"])
     assert res.exit_code == 0, res.output
     j = json.loads(res.output)
-    assert j["driver"] == {"branch": 580, "flavor": "open", "source": "ubuntu"}
+    assert j["driver"] == {"branch": 580, "flavor": "open", "source": "ubuntu",
+                           "packages": ["nvidia-driver-580-open", "linux-modules-nvidia-580-open-generic"]}
     assert (j["cuda"]["version"], j["torch"]["variant"]) == ("13.0", "cu130")
 
     for args in (["--gpu", "GTX 1080", "--cuda", "13.0"], ["--gpu", "1002:73bf"], ["--gpu", "10de:1e84", "--os", "arch"],
                  ["--gpu", "RTX 5090", "--gpu", "GTX 1080"], ["--gpu", "Tesla K80"]):
-        res = subprocess.run(["dlrig", "resolve", *args], capture_output=True, text=True)
+        res = subprocess.run([sys.executable, "-m", "dlrig", "resolve", *args], capture_output=True, text=True)
         assert res.returncode == 2, (args, res.stdout, res.stderr)
         assert res.stdout == "" and len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert res.stderr.startswith("dlrig: error: ")

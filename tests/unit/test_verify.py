@@ -190,7 +190,7 @@ def test_plugin_records_every_outcome(tmp_path):
 def test_verify_local_end_to_end(tmp_path):
     """The real CLI on this machine (testinfra local://): base checks only, JSON and JUnit."""
     junit = tmp_path / "out.xml"
-    res = subprocess.run(["dlrig", "verify", "--local", "--roles", "base", "--json", "--junit", str(junit)],
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "base", "--json", "--junit", str(junit)],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     payload = json.loads(res.stdout)
     checks = {r["check"]: r for r in payload["results"]}
@@ -205,7 +205,7 @@ def test_verify_local_end_to_end(tmp_path):
 def test_verify_local_cpu_only_torch_on_cpu(tmp_path):
     """cpu_only with this interpreter as --python: GPU checks skipped, torch checked on the CPU."""
     pytest.importorskip("torch")
-    res = subprocess.run(["dlrig", "verify", "--local", "--roles", "gpu", "--data", "cpu_only=True",
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "gpu", "--data", "cpu_only=True",
                           "--python", sys.executable, "--json"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -220,17 +220,17 @@ def test_verify_unreachable_host_one_row_exit_1(tmp_path):
         port = s.getsockname()[1]
     inv = tmp_path / "inv.py"
     inv.write_text(f"hosts = [('ghost', {{'ssh_hostname': '127.0.0.1', 'ssh_port': {port}}})]\n")
-    res = subprocess.run(["dlrig", "verify", str(inv)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", str(inv)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 1
     assert res.stdout.splitlines()[2].split()[:3] == ["connect", "ghost", "ERROR"]
     assert "cannot connect to 127.0.0.1:" in res.stdout and "Traceback" not in res.stderr
 
 
 def test_verify_usage_errors(tmp_path):
-    res = subprocess.run(["dlrig", "verify"], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify"], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 2 and "give an INVENTORY" in res.stderr
-    res = subprocess.run(["dlrig", "verify", "--local", "--roles", "nope"], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "nope"], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 2 and "unknown role(s) nope" in res.stderr
-    res = subprocess.run(["dlrig", "verify", "--local", "--data", "cpu_onyl=True"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--data", "cpu_onyl=True"], capture_output=True, text=True,
                          cwd=tmp_path)
     assert res.returncode == 2 and "did you mean 'cpu_only'" in res.stderr
