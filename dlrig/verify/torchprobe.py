@@ -16,9 +16,39 @@ import math
 import sys
 import warnings
 
-FP16_TOL = 1e-2  # relative Frobenius error of a 512x512 fp16 matmul (fp32 accumulate: ~5e-4)
-BF16_TOL = 3e-2  # bfloat16 has 8 bits of mantissa (~4e-3 typical)
 CONV_TOL = 1e-3  # fp32 cuDNN conv vs CPU (TF32 off)
+CONV_FP16_TOL = 1e-2  # fp16 cuDNN conv (27-term dot products) vs the fp32 CPU result
+MATMUL_N = 512  # the matmul checks' n = K
+
+
+def matmul_tolerance(torch, dtype, k: int) -> dict:
+    """Bounds for C = A @ B with A, B (k columns/rows) rounded to ``dtype``, fp32 accumulation.
+
+    With unit roundoff u = eps(dtype)/2 and u32 = eps(float32)/2 (standard error analysis):
+    - ``elem``: every |C - C_ref| <= (2u + u^2 + 2k*u32) * (|A| @ |B|) + u * |C_ref|: rounding the two
+      inputs (2u + u^2 per product), fp32 accumulation in the result and in the reference (k*u32 each),
+      rounding the output to ``dtype`` (u). Rigorous: a zeroed or corrupted output breaks it.
+    - ``rel``: the relative Frobenius error. The inputs are exact in ``dtype`` (matmul_check), so a
+      correct result only carries the output rounding, statistically ~0.4u for random data; the bound
+      2u + 2k*u32 passes it with a 5x margin and fails a result of a coarser type (a bfloat16-grade
+      result, u = 2^-8, has ~1.7e-3 > 1.04e-3, the float16 bound for k = 512).
+    """
+    u = torch.finfo(dtype).eps / 2
+    u32 = torch.finfo(torch.float32).eps / 2
+    return {"rel": 2 * u + 2 * k * u32, "elem": 2 * u + u * u + 2 * k * u32, "out": u}
+
+
+def matmul_verdict(torch, a, b, got, ref, dtype) -> dict:
+    """Judge a reduced-precision product ``got`` of ``a @ b`` against the fp32 ``ref`` (all float32)."""
+    tol = matmul_tolerance(torch, dtype, a.shape[1])
+    err = _rel_err(torch, got, ref)
+    scale = a.double().abs() @ b.double().abs()
+    bound = tol["elem"] * scale + tol["out"] * ref.double().abs()
+    excess = (got.double() - ref.double()).abs() - bound
+    bad = int((excess > 0).sum())
+    finite = bool(torch.isfinite(got).all()) and math.isfinite(err)
+    return {"ok": finite and err <= tol["rel"] and bad == 0, "rel_err": err, "tol": tol["rel"],
+            "elements_out_of_bound": bad}
 
 
 def _err(e: BaseException) -> str:
@@ -30,18 +60,21 @@ def _rel_err(torch, got, ref) -> float:
     return float((got.double() - ref.double()).norm() / ref.double().norm())
 
 
-def matmul_check(torch, device, dtype, tol: float, n: int = 512) -> dict:
+def matmul_check(torch, device, dtype, n: int = MATMUL_N) -> dict:
     try:
         g = torch.Generator(device="cpu").manual_seed(0)
-        a = torch.randn(n, n, generator=g).to(device)
-        b = torch.randn(n, n, generator=g).to(device)
+        # inputs exact in the reduced type: the check measures the product, not the input rounding twice
+        a = torch.randn(n, n, generator=g).to(dtype).float()
+        b = torch.randn(n, n, generator=g).to(dtype).float()
         if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = False
-        ref = a @ b  # float32 reference
-        got = (a.to(dtype) @ b.to(dtype)).float()
-        err = _rel_err(torch, got, ref)
-        ok = math.isfinite(err) and err < tol
-        return {"ok": ok, "rel_err": err, "tol": tol}
+            m = torch.backends.cuda.matmul
+            m.allow_tf32 = False
+            for flag in ("allow_fp16_reduced_precision_reduction", "allow_bf16_reduced_precision_reduction"):
+                if hasattr(m, flag):
+                    setattr(m, flag, False)
+        ref = (a.to(device) @ b.to(device)).cpu()  # float32 reference
+        got = (a.to(device).to(dtype) @ b.to(device).to(dtype)).float().cpu()
+        return matmul_verdict(torch, a, b, got, ref, dtype)
     except Exception as e:
         return {"ok": False, "error": _err(e)}
 
@@ -69,11 +102,22 @@ def amp_step_check(torch, device, steps: int = 30) -> dict:
             scaler.step(opt)
             scaler.update()
             losses.append(float(loss.detach()))
-        ok = all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
-        return {"ok": ok, "loss_first": losses[0], "loss_last": losses[-1], "steps": steps,
-                "scale": float(scaler.get_scale())}
+        return {**amp_verdict(losses), "steps": steps, "scale": float(scaler.get_scale())}
     except Exception as e:
         return {"ok": False, "error": _err(e)}
+
+
+def amp_verdict(losses: list[float]) -> dict:
+    """A mixed-precision training run works when every loss is finite and the last is below the first."""
+    ok = bool(losses) and all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    return {"ok": ok, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+
+
+def conv_verdict(torch, got, half, ref) -> dict:
+    """cuDNN's fp32 and fp16 convolutions against the CPU fp32 result (NaN/inf or a wrong value fails)."""
+    err, err16 = _rel_err(torch, got, ref), _rel_err(torch, half, ref)
+    ok = math.isfinite(err) and math.isfinite(err16) and err < CONV_TOL and err16 < CONV_FP16_TOL
+    return {"ok": ok, "rel_err": err, "rel_err_fp16": err16}
 
 
 def cudnn_conv_check(torch, device) -> dict:
@@ -90,11 +134,8 @@ def cudnn_conv_check(torch, device) -> dict:
         w = torch.randn(16, 3, 3, 3, generator=g)
         ref = F.conv2d(x, w, padding=1)
         got = F.conv2d(x.to(device), w.to(device), padding=1).cpu()
-        err = _rel_err(torch, got, ref)
         half = F.conv2d(x.to(device).half(), w.to(device).half(), padding=1).float().cpu()
-        err16 = _rel_err(torch, half, ref)
-        ok = err < CONV_TOL and err16 < FP16_TOL
-        return {"ok": ok, "rel_err": err, "rel_err_fp16": err16, **info}
+        return {**conv_verdict(torch, got, half, ref), **info}
     except Exception as e:
         return {"ok": False, "error": _err(e)}
 
@@ -110,12 +151,12 @@ def gpu_report(torch, index: int) -> dict:
             "capability": f"{props.major}.{props.minor}",
             "memory_gib": round(props.total_memory / 2**30, 1),
             "multiprocessors": props.multi_processor_count,
-            "fp16_matmul": matmul_check(torch, device, torch.float16, FP16_TOL),
+            "fp16_matmul": matmul_check(torch, device, torch.float16),
             "amp_step": amp_step_check(torch, device),
             "cudnn_conv": cudnn_conv_check(torch, device),
         }
         if cc >= (8, 0):
-            g["bf16_matmul"] = matmul_check(torch, device, torch.bfloat16, BF16_TOL)
+            g["bf16_matmul"] = matmul_check(torch, device, torch.bfloat16)
         else:
             g["bf16_matmul"] = {"skipped": f"compute capability {g['capability']} < 8.0: no native bfloat16"}
     return g

@@ -80,14 +80,14 @@ def test_probe_checks_on_cpu_tensors():
     """The per-GPU sub-checks are device-agnostic: run them on CPU for real."""
     torch = pytest.importorskip("torch")
     cpu = torch.device("cpu")
-    fp16 = torchprobe.matmul_check(torch, cpu, torch.float16, torchprobe.FP16_TOL)
-    assert fp16["ok"] and fp16["rel_err"] < 2e-3
-    bf16 = torchprobe.matmul_check(torch, cpu, torch.bfloat16, torchprobe.BF16_TOL)
+    fp16 = torchprobe.matmul_check(torch, cpu, torch.float16)
+    assert fp16["ok"] and fp16["rel_err"] < 2e-3 and fp16["elements_out_of_bound"] == 0
+    bf16 = torchprobe.matmul_check(torch, cpu, torch.bfloat16)
     assert bf16["ok"] and bf16["rel_err"] > fp16["rel_err"]  # fewer mantissa bits, larger error
     amp = torchprobe.amp_step_check(torch, cpu)
     assert amp["ok"] and amp["loss_last"] < amp["loss_first"]
     assert torchprobe.cudnn_conv_check(torch, cpu)["ok"] is False  # no cuDNN on a CPU build: reported
-    broken = torchprobe.matmul_check(torch, cpu, "not-a-dtype", 0.01)
+    broken = torchprobe.matmul_check(torch, cpu, "not-a-dtype")
     assert broken["ok"] is False and "error" in broken
 
 
@@ -113,3 +113,106 @@ def test_driver_branch_is_resolved_from_the_host_and_settings():
         "### lspci_rc\n0\n### lspci\n0a:00.0 VGA compatible controller [0300]: NVIDIA Corporation TU104 "
         "[GeForce RTX 2070 SUPER] [10de:1e84] (rev a1)\n"))
     assert [g.pci_id for g in G._gpu_infos(lspci_only)] == ["10de:1e84"]
+
+
+# ------------------------------------------------ verdicts fed wrong results (they must fail)
+
+def _matmul_case(torch, dtype, n=256):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(dtype).float()
+    b = torch.randn(n, n, generator=g).to(dtype).float()
+    return a, b, a @ b
+
+
+def test_matmul_tolerance_comes_from_k_and_the_dtype_epsilon():
+    torch = pytest.importorskip("torch")
+    t16, t16k = (torchprobe.matmul_tolerance(torch, torch.float16, k) for k in (512, 4096))
+    tb = torchprobe.matmul_tolerance(torch, torch.bfloat16, 512)
+    assert t16["rel"] == pytest.approx(2 * 2**-11 + 2 * 512 * 2**-24)
+    assert t16k["rel"] > t16["rel"] and tb["rel"] > 7 * t16["rel"]  # bfloat16: 8x the unit roundoff
+    assert t16["elem"] == pytest.approx(2 * 2**-11 + 2**-22 + 2 * 512 * 2**-24)
+
+
+def test_fp16_verdict_fails_a_bf16_grade_result_and_passes_a_true_fp16_one():
+    torch = pytest.importorskip("torch")
+    a, b, ref = _matmul_case(torch, torch.float16)
+    good = (a.half() @ b.half()).float()
+    assert torchprobe.matmul_verdict(torch, a, b, good, ref, torch.float16)["ok"] is True
+    bf16_grade = ref.bfloat16().float()  # what a card rounding through bfloat16 would return
+    v = torchprobe.matmul_verdict(torch, a, b, bf16_grade, ref, torch.float16)
+    assert v["ok"] is False and v["rel_err"] > v["tol"]
+    assert torchprobe.matmul_verdict(torch, a, b, bf16_grade, ref, torch.bfloat16)["ok"] is True
+
+
+@pytest.mark.parametrize("zeroed", [1, 3, 20])
+def test_matmul_verdict_fails_a_few_zeroed_outputs(zeroed):
+    torch = pytest.importorskip("torch")
+    a, b, ref = _matmul_case(torch, torch.float16)
+    got = (a.half() @ b.half()).float()
+    flat = got.view(-1)
+    idx = ref.view(-1).abs().argsort(descending=True)[:: 997][:zeroed]  # spread, non-tiny outputs
+    flat[idx] = 0
+    v = torchprobe.matmul_verdict(torch, a, b, got, ref, torch.float16)
+    assert v["ok"] is False and v["elements_out_of_bound"] == zeroed
+
+
+def test_matmul_verdict_fails_nan_and_inf():
+    torch = pytest.importorskip("torch")
+    a, b, ref = _matmul_case(torch, torch.bfloat16, n=64)
+    got = ref.bfloat16().float()
+    got[0, 0] = float("nan")
+    assert torchprobe.matmul_verdict(torch, a, b, got, ref, torch.bfloat16)["ok"] is False
+
+
+@pytest.mark.parametrize("losses, ok", [
+    ([1.0, 0.5, 0.2], True), ([1.0, 1.2, 1.5], False), ([1.0, 1.0], False), ([1.0, float("nan"), 0.1], False),
+    ([1.0, float("inf"), 0.1], False), ([], False)])
+def test_amp_verdict_on_wrong_training_runs(losses, ok):
+    assert torchprobe.amp_verdict(losses)["ok"] is ok
+
+
+def test_conv_verdict_on_wrong_results():
+    torch = pytest.importorskip("torch")
+    ref = torch.randn(8, 16, 32, 32, generator=torch.Generator().manual_seed(3))
+    assert torchprobe.conv_verdict(torch, ref.clone(), ref.half().float(), ref)["ok"] is True
+    assert torchprobe.conv_verdict(torch, ref * 1.01, ref.half().float(), ref)["ok"] is False  # fp32 off by 1%
+    assert torchprobe.conv_verdict(torch, ref.clone(), ref * 1.05, ref)["ok"] is False  # fp16 path wrong
+    nan = ref.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    assert torchprobe.conv_verdict(torch, nan, ref.half().float(), ref)["ok"] is False
+    assert torchprobe.conv_verdict(torch, torch.zeros_like(ref), ref.half().float(), ref)["ok"] is False
+
+
+def _smi(n):
+    rows = "\n".join(f"{i}, NVIDIA GeForce RTX 4090, 0x268410DE, 580.95.05, 8.9" for i in range(n))
+    return G.Smi(0, "", G.parse_smi_query(rows))
+
+
+@pytest.mark.parametrize("key", ["fp16_matmul", "amp_step", "cudnn_conv", "bf16_matmul"])
+def test_gpus_shown_but_no_per_gpu_results_is_a_failure(key):
+    """nvidia-smi lists 2 GPUs, the probe returns none (or one): FAIL, never a vacuous pass."""
+    for report in ({"cuda_available": True, "device_count": 2, "gpus": []},
+                   {"cuda_available": True, "device_count": 0, "gpus": []},
+                   {"cuda_available": True, "device_count": 2,
+                    "gpus": [{"index": 0, "name": "RTX 4090", key: {"ok": True}}]}):
+        with pytest.raises(AssertionError) as e:
+            G._assert_per_gpu(report, _smi(2), key, "x", "hint", lambda *a: None)
+        assert "GPU(s) this host shows" in str(e.value)
+    with pytest.raises(AssertionError):  # nothing shown, nothing returned: still no result to pass on
+        G._assert_per_gpu({"gpus": []}, _smi(0), key, "x", "hint", lambda *a: None)
+
+
+def test_per_gpu_check_fails_wrong_result_probes():
+    """Probes that return wrong results (or claim ok with numbers out of tolerance) fail the check."""
+    smi = _smi(1)
+    for r in ({"ok": False, "rel_err": 0.0029, "tol": 0.00104, "elements_out_of_bound": 0},  # bf16-grade
+              {"ok": True, "rel_err": 0.0029, "tol": 0.00104},  # 'ok' contradicted by its numbers
+              {"ok": False, "loss_first": 1.0, "loss_last": 1.7},  # AMP loss went up
+              {"ok": False, "rel_err": 0.01, "rel_err_fp16": 0.2},  # cuDNN conv wrong
+              {}):
+        report = {"device_count": 1, "gpus": [{"index": 0, "name": "RTX 4090", "fp16_matmul": r}]}
+        with pytest.raises(AssertionError):
+            G._assert_per_gpu(report, smi, "fp16_matmul", "x", "hint", lambda *a: None)
+    ok = {"device_count": 1, "gpus": [{"index": 0, "name": "RTX 4090",
+                                       "fp16_matmul": {"ok": True, "rel_err": 2e-4, "tol": 1.04e-3}}]}
+    G._assert_per_gpu(ok, smi, "fp16_matmul", "x", "hint", lambda *a: None)

@@ -318,54 +318,65 @@ def test_device_count_matches_nvidia_smi(gpu_stack, cuda_ok, smi):
         "(nvidia-smi -q | grep -i mode)"))
 
 
-def _per_gpu(report, key: str) -> tuple[list[str], list[str], list[str]]:
-    """(failures, successes, skips) of one per-GPU sub-check, as text."""
+def _per_gpu(report, key: str, expected: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """(failures, successes, skips) of one per-GPU sub-check, as text.
+
+    ``expected``: how many GPUs the host shows (nvidia-smi, torch's device count); fewer results than
+    that is a failure, never a vacuous pass. A result counts only when the probe said ok AND its
+    numbers agree (an error within its tolerance).
+    """
     bad, good, skipped = [], [], []
-    for g in report.get("gpus") or []:
+    results = report.get("gpus") or []
+    if len(results) < expected:
+        bad.append(f"the torch probe returned results for {len(results)} of the {expected} GPU(s) this host shows")
+    for g in results:
         label = f"GPU{g.get('index')} {g.get('name', '')}".strip()
         if "error" in g and key not in g:
             bad.append(f"{label}: {g['error']}")
             continue
         r = g.get(key) or {}
+        numbers_ok = not ("rel_err" in r and "tol" in r) or r["rel_err"] <= r["tol"]
         if "skipped" in r:
             skipped.append(f"{label}: {r['skipped']}")
-        elif r.get("ok"):
+        elif r.get("ok") is True and numbers_ok:
             good.append(f"{label}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in r.items() if k not in ("ok",)))
         else:
-            detail = r.get("error") or ", ".join(f"{k} {v}" for k, v in r.items() if k != "ok")
+            detail = r.get("error") or ", ".join(f"{k} {v}" for k, v in r.items() if k != "ok") or "no result"
             bad.append(f"{label}: {detail}")
     return bad, good, skipped
 
 
-def _assert_per_gpu(report, key, what, hint, record_property):
-    bad, good, skipped = _per_gpu(report, key)
+def _assert_per_gpu(report, smi, key, what, hint, record_property):
+    expected = max(len(smi.gpus), int(report.get("device_count") or 0))
+    bad, good, skipped = _per_gpu(report, key, expected)
     if good or skipped:
         record_property("info", "; ".join(good + skipped))
     assert not bad, fail_message(Finding(f"{what} failed on " + "; ".join(bad), hint))
+    assert good or skipped, fail_message(Finding(f"{what}: the probe returned no per-GPU result", hint))
     if skipped and not good:
         pytest.skip("; ".join(skipped))
 
 
-def test_fp16_matmul_matches_fp32(gpu_stack, cuda_ok, record_property):
-    _assert_per_gpu(cuda_ok, "fp16_matmul", "float16 matmul vs float32 reference",
+def test_fp16_matmul_matches_fp32(gpu_stack, cuda_ok, smi, record_property):
+    _assert_per_gpu(cuda_ok, smi, "fp16_matmul", "float16 matmul vs float32 reference",
                     "a wrong fp16 result points at the card (overclock, heat, failing memory): run "
                     "`nvidia-smi -q -d ECC,TEMPERATURE,CLOCK` and a memory test (e.g. gpu-burn)", record_property)
 
 
-def test_amp_gradscaler_step_lowers_loss(gpu_stack, cuda_ok, record_property):
-    _assert_per_gpu(cuda_ok, "amp_step", "autocast + GradScaler training step",
+def test_amp_gradscaler_step_lowers_loss(gpu_stack, cuda_ok, smi, record_property):
+    _assert_per_gpu(cuda_ok, smi, "amp_step", "autocast + GradScaler training step",
                     "mixed precision is broken in this torch build: reinstall torch from the resolver's index "
                     "(`dlrig apply --roles pytorch`)", record_property)
 
 
-def test_cudnn_convolution_runs(gpu_stack, cuda_ok, record_property):
-    _assert_per_gpu(cuda_ok, "cudnn_conv", "cuDNN convolution",
+def test_cudnn_convolution_runs(gpu_stack, cuda_ok, smi, record_property):
+    _assert_per_gpu(cuda_ok, smi, "cudnn_conv", "cuDNN convolution",
                     "torch's bundled cuDNN did not load or compute correctly: check LD_LIBRARY_PATH does not "
                     "point at another cuDNN, then reinstall torch (`dlrig apply --roles pytorch`)", record_property)
 
 
-def test_bf16_matmul_where_supported(gpu_stack, cuda_ok, record_property):
-    _assert_per_gpu(cuda_ok, "bf16_matmul", "bfloat16 matmul vs float32 reference",
+def test_bf16_matmul_where_supported(gpu_stack, cuda_ok, smi, record_property):
+    _assert_per_gpu(cuda_ok, smi, "bf16_matmul", "bfloat16 matmul vs float32 reference",
                     "a wrong bf16 result points at the card or the torch build: reinstall torch, then run "
                     "a memory test", record_property)
