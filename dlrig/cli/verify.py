@@ -27,8 +27,9 @@ def verify(inventory: str | None, local: bool, python: str | None, roles: str | 
            as_json: bool, junit: str | None, sudo: bool) -> None:
     """Run the shipped checks on every host of INVENTORY (over SSH) or on this machine (--local).
 
-    Prints a table (check, host, result, hint) and exits 0 only when every check passed
-    (skipped checks are not failures); 1 when any failed; 2 for bad input.
+    Prints a table (check, host, result, hint) and exits 0 only when no check failed and at least
+    one passed on every host (skips are not failures, but a host where no check ran is not
+    verified); 1 otherwise; 2 for bad input.
     """
     import tempfile
 
@@ -81,15 +82,16 @@ def verify(inventory: str | None, local: bool, python: str | None, roles: str | 
 
     for r in results:
         r.hint = name_inventory(r.hint, inventory or "inventories/local.py")
+    names = [t.name for t in targets]
     if junit:
         Path(junit).write_text(R.junit_xml(results))
     if as_json:
-        click.echo(json.dumps(R.as_json(results)))
+        click.echo(json.dumps(R.as_json(results, names)))
     else:
         for host in R.unprovisioned(results):
             click.echo(f"{host}: not provisioned by dlrig yet: run `dlrig apply {inventory or 'inventories/local.py'}` first; the checks below show what is missing")
-        click.echo(R.format_table(results), nl=False)
-    sys.exit(0 if R.summary(results)["ok"] else 1)
+        click.echo(R.format_table(results, hosts_expected=names), nl=False)
+    sys.exit(0 if R.summary(results, names)["ok"] else 1)
 
 
 @click.command()

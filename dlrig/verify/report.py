@@ -11,14 +11,23 @@ from xml.etree import ElementTree as ET
 from dlrig.verify.runner import ERROR, FAILED, PASSED, SKIPPED, CheckResult
 
 
-def summary(results: list[CheckResult]) -> dict[str, Any]:
+NOTHING_RAN = "no check ran (every check was skipped or none was selected): a host is verified only by checks that pass"
+
+
+def summary(results: list[CheckResult], hosts_expected: list[str] | None = None) -> dict[str, Any]:
+    """Per host: counts and ``ok``. A host is ok when no check failed or errored AND at least one
+    passed: a host with no result at all, or only skips, is not verified (``reason`` says so)."""
     hosts: dict[str, dict[str, Any]] = {}
+    for name in hosts_expected or []:
+        hosts.setdefault(name, {PASSED: 0, FAILED: 0, SKIPPED: 0, ERROR: 0})
     for r in results:
         h = hosts.setdefault(r.host, {PASSED: 0, FAILED: 0, SKIPPED: 0, ERROR: 0})
         h[r.result] += 1
     for h in hosts.values():
-        h["ok"] = h[FAILED] == 0 and h[ERROR] == 0
-    return {"ok": bool(results) and all(h["ok"] for h in hosts.values()), "hosts": hosts}
+        h["ok"] = h[FAILED] == 0 and h[ERROR] == 0 and h[PASSED] > 0
+        if h[FAILED] == 0 and h[ERROR] == 0 and h[PASSED] == 0:
+            h["reason"] = NOTHING_RAN
+    return {"ok": bool(hosts) and all(h["ok"] for h in hosts.values()), "hosts": hosts}
 
 
 # The file every apply writes first (role base): a host without it has not been provisioned.
@@ -38,8 +47,8 @@ def unprovisioned(results: list[CheckResult]) -> list[str]:
     return out
 
 
-def as_json(results: list[CheckResult]) -> dict[str, Any]:
-    s = summary(results)
+def as_json(results: list[CheckResult], hosts_expected: list[str] | None = None) -> dict[str, Any]:
+    s = summary(results, hosts_expected)
     return {
         "ok": s["ok"],
         "hosts": s["hosts"],
@@ -68,11 +77,11 @@ def _collapse_skips(results: list[CheckResult]) -> list[tuple[CheckResult, int]]
     return out
 
 
-def format_table(results: list[CheckResult], width: int = 110) -> str:
+def format_table(results: list[CheckResult], width: int = 110, hosts_expected: list[str] | None = None) -> str:
     """check, host, result, hint; the reason (and info) under the row, indented. Runs of
     identical skips fold into one row ("+N more"); --json and --junit keep every check."""
     if not results:
-        return "no checks ran\n"
+        return "".join(f"{h}: {NOTHING_RAN}  -> FAILED\n" for h in hosts_expected or []) or f"{NOTHING_RAN}\n"
     rows = _collapse_skips(results)
     names = [r.check + (f" (+{n - 1} more)" if n > 1 else "") for r, n in rows]
     cw = min(max(len(x) for x in names), 48)
@@ -91,12 +100,13 @@ def format_table(results: list[CheckResult], width: int = 110) -> str:
                                    subsequent_indent="    " + " " * len(label))
         if r.info:
             lines += textwrap.wrap(r.info, width - 4, initial_indent="    ", subsequent_indent="      ")
-    s = summary(results)
+    s = summary(results, hosts_expected)
     lines.append("")
     for host, h in s["hosts"].items():
         status = "ok" if h["ok"] else "FAILED"
         lines.append(f"{host}: {h[PASSED]} passed, {h[FAILED]} failed, {h[SKIPPED]} skipped"
-                     + (f", {h[ERROR]} error(s)" if h[ERROR] else "") + f"  -> {status}")
+                     + (f", {h[ERROR]} error(s)" if h[ERROR] else "") + f"  -> {status}"
+                     + (f" ({h['reason']})" if "reason" in h else ""))
     return "\n".join(lines) + "\n"
 
 

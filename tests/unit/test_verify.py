@@ -60,6 +60,30 @@ def test_summary_and_exit_semantics():
     assert R.summary([])["ok"] is False  # nothing ran is not a pass
 
 
+def test_a_host_where_no_check_ran_fails_with_a_reason():
+    only_skips = [V.CheckResult("rig", f"gpu::c{i}", "skipped", "cpu_only=True") for i in range(3)]
+    s = R.summary(only_skips)
+    assert s["ok"] is False and s["hosts"]["rig"]["reason"] == R.NOTHING_RAN
+    passed = [V.CheckResult("rig", "base::a", "passed")]
+    s = R.summary(passed, ["rig", "other"])  # 'other' returned nothing at all
+    assert s["ok"] is False and s["hosts"]["other"]["reason"] == R.NOTHING_RAN and s["hosts"]["rig"]["ok"]
+    assert R.summary(passed, ["rig"])["ok"] is True
+    assert "other: no check ran" in R.format_table([], hosts_expected=["other"])
+    assert "-> FAILED (no check ran" in R.format_table(only_skips)
+
+
+def test_verify_exits_1_when_no_check_ran(tmp_path):
+    """cudnn's checks all skip on a cpu_only host: nothing verified, exit 1 with the reason."""
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "cudnn", "--data",
+                          "cpu_only=True", "--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    payload = json.loads(res.stdout)
+    assert payload["ok"] is False and payload["hosts"]["localhost"]["reason"] == R.NOTHING_RAN
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "cudnn", "--data",
+                          "cpu_only=True"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 1 and "no check ran" in res.stdout
+
+
 def test_table_shows_check_host_result_hint_and_reason():
     rs = V.parse_results("rig", PLUGIN_LINES)
     table = R.format_table(rs)
