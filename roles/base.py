@@ -78,10 +78,12 @@ def base():
         )
 
     if fact(LinuxName) == "Ubuntu" and host.data.ubuntu_enable_universe and not _universe_enabled():
-        apt.packages(
-            name="software-properties-common (add-apt-repository)",
-            packages=["software-properties-common"],
-        )
+        if "software-properties-common" not in (fact(DebPackages) or {}):
+            apt.update(name="apt-get update (for software-properties-common)", cache_time=host.data.apt_cache_time)
+            apt.packages(
+                name="software-properties-common (add-apt-repository)",
+                packages=["software-properties-common"],
+            )
         server.shell(
             name="enable universe",
             commands=["add-apt-repository --yes --no-update universe"],

@@ -31,7 +31,9 @@ def test_universe_enabled_on_jammy_where_it_is_missing_and_only_there():
     noble = commands(_ops("ubuntu-24.04"))  # deb822 ubuntu.sources already lists universe
     bookworm = commands(_ops("debian-12"))
     assert UNIVERSE in jammy
-    assert jammy.index(UNIVERSE) < jammy.index("apt-get update") < jammy.index("install")
+    # software-properties-common is not in the recorded 22.04 package list: fresh lists, then it, then universe
+    assert jammy.index("apt-get update") < jammy.index("install software-properties-common") < jammy.index(UNIVERSE)
+    assert jammy.index(UNIVERSE) < jammy.rindex("apt-get update") < jammy.index("install --no-install-recommends")
     assert UNIVERSE not in noble and UNIVERSE not in bookworm
     assert UNIVERSE not in commands(_ops("ubuntu-22.04", ubuntu_enable_universe=False))
 

@@ -154,7 +154,11 @@ def test_conflicting_preinstalled_driver_is_unheld_and_purged():
 
 
 def test_debian_adds_nonfree_and_uses_distro_toolkit():
-    ops = _ops("debian-12")
+    # the captured Debian 12 host already has contrib non-free: nothing to add
+    assert "dlrig-debian-nonfree" not in commands(_ops("debian-12"), "nvidia_driver")
+    main_only = {"##PYINFRA_FILE": ["##PYINFRA_FILE /etc/apt/sources.list",
+                                    "deb http://deb.debian.org/debian bookworm main"]}  # FAKE: a main-only host
+    ops = _ops("debian-12", facts=main_only)
     drv = commands(ops, "nvidia_driver")
     assert "deb http://deb.debian.org/debian bookworm contrib non-free non-free-firmware" in drv
     assert "install nvidia-driver nvidia-smi nvidia-persistenced" in drv
