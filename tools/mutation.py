@@ -1,0 +1,149 @@
+"""Mutation testing of the modules where a silent bug strands a user: one command, a score, the survivors.
+
+    python3 tools/mutation.py                 # every target (slow: minutes per module on 2 cores)
+    python3 tools/mutation.py firewall report # some targets
+    python3 tools/mutation.py --list
+
+Tool: cosmic-ray (PyPI; installed by `pip install -e '.[mutation]'`). Chosen over mutmut because it
+mutates the files in place and runs any test command, which fits this repo's layout (roles/ and
+deploys/ are installed as dlrig.roles / dlrig.deploys: mutmut 3 copies sources into mutants/ and
+imports them from there, which those mapped packages never see), and because each target runs only
+the tests that concern it. Sessions live in .mutation/ (ignored; resumable). Mutated files are
+restored from git after each target, also on Ctrl-C.
+
+Output: tools/mutation/survivors.md (in the repo): per target the score (killed / total) and every
+surviving mutant (file, line, operator, diff), each marked with its one-line justification from
+tools/mutation/justified.tsv (an equivalent mutant) or "NOT JUSTIFIED" (a missing test to write).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutation"
+OUT = ROOT / "tools" / "mutation" / "survivors.md"
+JUSTIFIED = ROOT / "tools" / "mutation" / "justified.tsv"
+PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly"
+
+# target -> (module, tests that concern it)
+TARGETS = {
+    "ubuntu_packages": ("dlrig/gpu/packages.py", "tests/unit/test_ubuntu_packages.py"),
+    "firewall": ("dlrig/verify/checks/test_firewall.py", "tests/unit/test_verify_firewall.py"),
+    "report": ("dlrig/verify/report.py", "tests/unit/test_verify.py -k 'summary or no_check or table or json'"),
+    "torchprobe": ("dlrig/verify/torchprobe.py",
+                   "tests/unit/test_verify_gpu.py -k 'verdict or tolerance or zeroed or nan or probe'"),
+    "gpu_checks": ("dlrig/verify/checks/test_gpu.py", "tests/unit/test_verify_gpu.py"),
+    "settings": ("dlrig/engine/settings.py", "tests/unit/test_settings.py"),
+    "ssh_guards": ("roles/ssh.py", "tests/unit/test_remote_roles.py tests/plans/test_remote_plans.py"),
+    "resolver": ("dlrig/gpu/resolver.py", "tests/unit/test_resolver.py"),
+}
+
+# Operators left out: swaps to bit-shift/bitwise/modulo/power operators on arithmetic that has none
+# of those (they die with the plain arithmetic swaps and only multiply the run time).
+EXCLUDE = [r"core/ReplaceBinaryOperator_.*_(RShift|LShift|BitOr|BitAnd|BitXor|Mod|Pow|FloorDiv)$"]
+
+
+def run(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, text=True, **kw)
+
+
+def cr(tool: str) -> str:
+    return str(Path(sys.executable).parent / tool)
+
+
+def config(name: str, module: str, tests: str) -> Path:
+    path = WORK / f"{name}.toml"
+    path.write_text(
+        "[cosmic-ray]\n"
+        f'module-path = "{module}"\n'
+        "timeout = 120.0\n"
+        "excluded-modules = []\n"
+        f'test-command = "{PYTEST} {tests}"\n'
+        "[cosmic-ray.distributor]\n"
+        'name = "local"\n'
+        "[cosmic-ray.filters.operators-filter]\n"
+        f"exclude-operators = {json.dumps(EXCLUDE)}\n")
+    return path
+
+
+def justified() -> dict[str, str]:
+    if not JUSTIFIED.exists():
+        return {}
+    out = {}
+    for line in JUSTIFIED.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, why = line.partition("\t")
+            out[key] = why
+    return out
+
+
+def run_target(name: str) -> dict:
+    module, tests = TARGETS[name]
+    if run("git", "diff", "--quiet", "--", module).returncode != 0:
+        sys.exit(f"{module} has uncommitted changes: commit them first (mutants are undone with git checkout)")
+    WORK.mkdir(exist_ok=True)
+    cfg, db = config(name, module, tests), WORK / f"{name}.sqlite"
+    try:
+        if not db.exists():
+            run(cr("cosmic-ray"), "init", str(cfg), str(db), check=True)
+            run(cr("cr-filter-operators"), str(db), str(cfg), check=True)
+        run(cr("cosmic-ray"), "exec", str(cfg), str(db), check=True)
+    finally:
+        run("git", "checkout", "--", module)
+    dump = run(cr("cosmic-ray"), "dump", str(db), capture_output=True, check=True).stdout
+    total = killed = 0
+    survivors = []
+    for line in dump.splitlines():
+        item, result = json.loads(line)
+        if result is None or item.get("mutations") is None:
+            continue
+        if result.get("worker_outcome") == "skipped" or result.get("test_outcome") is None:
+            continue
+        total += 1
+        if result["test_outcome"] == "survived":
+            m = item["mutations"][0]
+            survivors.append({"key": f"{m['module_path']}:{m['start_pos'][0]}:{m['operator_name']}:{m['occurrence']}",
+                              "diff": (result.get("diff") or "").strip()})
+        else:
+            killed += 1
+    return {"name": name, "module": module, "tests": tests, "total": total, "killed": killed,
+            "survivors": survivors}
+
+
+def write(results: list[dict]) -> None:
+    why = justified()
+    lines = ["# Surviving mutants (written by `python3 tools/mutation.py`; cosmic-ray)", ""]
+    for r in results:
+        score = 100.0 * r["killed"] / r["total"] if r["total"] else 0.0
+        lines += [f"## {r['name']}: {r['module']}", f"tests: `{r['tests']}`",
+                  f"score: {r['killed']}/{r['total']} killed = {score:.1f}%", ""]
+        for s in r["survivors"]:
+            lines += [f"- `{s['key']}`: {why.get(s['key'], 'NOT JUSTIFIED')}", "", "```diff", s["diff"], "```", ""]
+    previous = OUT.read_text() if OUT.exists() else ""
+    kept = [b for b in previous.split("\n## ")[1:] if b.split(":")[0] not in {r["name"] for r in results}]
+    OUT.write_text("\n".join(lines) + "".join("\n## " + b for b in kept))
+
+
+def main(argv: list[str]) -> int:
+    if "--list" in argv:
+        for n, (m, t) in TARGETS.items():
+            print(f"{n:16} {m:40} {t}")
+        return 0
+    names = [a for a in argv if not a.startswith("-")] or list(TARGETS)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        print(f"unknown target(s) {', '.join(unknown)}: see --list", file=sys.stderr)
+        return 2
+    results = [run_target(n) for n in names]
+    write(results)
+    for r in results:
+        print(f"{r['name']}: {r['killed']}/{r['total']} killed, {len(r['survivors'])} survived")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
