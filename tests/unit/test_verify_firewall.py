@@ -67,3 +67,73 @@ def test_jupyter_rule_matched_by_port_not_substring():
         F.test_jupyter_port_only_when_exposed(_Host("ufw allow 8888/tcp comment 'dlrig jupyter'"),
                                              {"jupyter_ip": "127.0.0.1", "jupyter_port": 8888})
     F.test_jupyter_port_only_when_exposed(_Host("ufw allow 22/tcp"), {"jupyter_ip": "127.0.0.1"})
+
+
+@pytest.mark.parametrize("line, want", [
+    ("ufw allow 22/tcp", ("allow", True, {22}, "tcp")),
+    ("ufw limit in 22/tcp", ("limit", True, {22}, "tcp")),
+    ("ufw allow out 22/tcp", ("allow", False, {22}, "tcp")),
+    ("ufw allow in on eth0 22/tcp", ("allow", True, {22}, "tcp")),
+    ("ufw allow log 22/tcp", ("allow", True, {22}, "tcp")),
+    ("ufw allow log-all in on eth0 to any port 22 proto udp", ("allow", True, {22}, "udp")),
+    ("ufw allow proto tcp from any to any port 22", ("allow", True, {22}, "tcp")),
+    ("ufw deny 22", ("deny", True, {22}, None)),
+    ("ufw reject 6000:6002/udp", ("reject", True, {6000, 6001, 6002}, "udp")),
+    ("ufw allow 22,80/tcp comment 'a b'", ("allow", True, {22, 80}, "tcp")),
+    ("ufw allow ssh", ("allow", True, {22}, "tcp")),
+    ("ufw allow from 10.0.0.0/8", ("allow", True, set(), None)),
+])
+def test_parse_rule_fields(line, want):
+    r = F.parse_rule(line)
+    assert (r.action, r.incoming, set(r.ports), r.proto) == want
+
+
+@pytest.mark.parametrize("line", [
+    "ufw", "ufw allow", "ufw route allow 22/tcp", "ufw status", "sudo ufw allow 22/tcp", "ufw allow 22/tcp 80/tcp",
+    "ufw allow to any port", "ufw allow 2x/tcp", "ufw allow 22:/tcp", "ufw allow :22/tcp", "ufw allow port",
+    "Added user rules (see 'ufw status' for running firewall):", "ufw allow 'unbalanced", ""])
+def test_parse_rule_rejects_what_is_not_a_rule(line):
+    assert F.parse_rule(line) is None
+
+
+def test_parse_rule_keeps_the_comment():
+    assert F.parse_rule("ufw limit 22/tcp comment 'dlrig ssh'").comment == "dlrig ssh"
+    assert F.parse_rule("ufw limit 22/tcp").comment == ""
+    assert [r.ports for r in F.parse_added("ufw allow 22/tcp\nnoise\nufw allow 80/tcp\n")] == [{22}, {80}]
+
+
+def test_lets_in():
+    r = F.parse_rule("ufw allow 22")
+    assert r.lets_in(22, "tcp") and r.lets_in(22, "udp") and not r.lets_in(23)
+    assert not F.parse_rule("ufw allow 22/udp").lets_in(22, "tcp")
+    assert not F.parse_rule("ufw deny 22/tcp").lets_in(22) and not F.parse_rule("ufw reject 22/tcp").lets_in(22)
+    assert F.parse_rule("ufw limit 22/tcp").lets_in(22) and not F.parse_rule("ufw limit out 22/tcp").lets_in(22)
+
+
+class _Ufw:
+    """FAKE host for the enabled/deny check: package, ufw.conf and `ufw status verbose` as given."""
+
+    def __init__(self, installed=True, conf="ENABLED=yes\n", status="Status: active\nDefault: deny (incoming), allow (outgoing)"):
+        self.installed, self.conf, self.status = installed, conf, status
+
+    def package(self, name):
+        return type("P", (), {"is_installed": self.installed})
+
+    def file(self, path):
+        return type("F", (), {"content_string": self.conf})
+
+    def run(self, cmd):
+        return type("R", (), {"stdout": self.status, "rc": 0})
+
+
+@pytest.mark.parametrize("broken, why", [
+    (dict(installed=False), "ufw is not installed"),
+    (dict(conf="ENABLED=no\n"), "ufw is not enabled"),
+    (dict(status="Status: inactive"), "ufw is not running"),
+    (dict(status="Status: active\nDefault: allow (incoming), allow (outgoing)"), "incoming policy is not deny"),
+])
+def test_ufw_check_fails_each_broken_state(broken, why):
+    with pytest.raises(AssertionError) as e:
+        F.test_ufw_enabled_and_denies_incoming(_Ufw(**broken))
+    assert why in str(e.value) and "HINT" in str(e.value)
+    F.test_ufw_enabled_and_denies_incoming(_Ufw())

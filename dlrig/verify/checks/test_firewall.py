@@ -44,56 +44,59 @@ class Rule:
 
 
 def _ports(spec: str) -> frozenset:
+    """``22``, ``6000:6007``, ``22,80`` as the set of ports; ValueError for anything else."""
     out: set[int] = set()
     for part in spec.split(","):
-        lo, _, hi = part.partition(":")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
+        m = re.fullmatch(r"(\d+)(?::(\d+))?", part)
+        if not m:
             raise ValueError(spec)
-        out.update(range(int(lo), int(hi or lo) + 1))
+        out.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
     return frozenset(out)
 
 
-def parse_rule(line: str) -> Rule | None:
+ACTIONS = ("allow", "limit", "deny", "reject")
+TAKES_VALUE = ("on", "from", "to", "port", "proto", "app")  # `ufw` keywords followed by their value
+
+
+def parse_rule(line: str):
     """One line of ``ufw show added`` (``ufw allow 22/tcp``, ``ufw limit in on eth0 to any port 22
-    proto tcp comment 'x'``, ``ufw allow OpenSSH``...) as a Rule; None for what is not a rule."""
+    proto tcp comment 'x'``, ``ufw allow OpenSSH``...) as a Rule; None for what is not a rule on
+    traffic to this host (``ufw route ...``, text, a rule with no port and no source)."""
     try:
         words = shlex.split(line)
     except ValueError:
         return None
-    if len(words) < 2 or words[0] != "ufw":
-        return None
-    words = words[1:]
-    comment = ""
     if "comment" in words:
-        i = words.index("comment")
-        comment = " ".join(words[i + 1:])
-        words = words[:i]
-    if words and words[0] == "route":
-        return None  # forwarded traffic, not connections to this host
-    if not words or words[0] not in ("allow", "limit", "deny", "reject"):
+        at = words.index("comment")
+        words, comment = words[:at], " ".join(words[at + 1:])
+    else:
+        comment = ""
+    if words[:1] != ["ufw"] or words[1:2] == [] or words[1] not in ACTIONS:
         return None
-    action, rest = words[0], words[1:]
-    incoming = True
-    if rest and rest[0] in ("in", "out"):
-        incoming = rest[0] == "in"
-        rest = rest[1:]
-    if len(rest) >= 2 and rest[0] == "on":
-        rest = rest[2:]
-    if rest and rest[0] == "log" or rest and rest[0] == "log-all":
-        rest = rest[1:]
-    proto = rest[rest.index("proto") + 1] if "proto" in rest and rest.index("proto") + 1 < len(rest) else None
+    action, rest = words[1], words[2:]
+    incoming, value, simple = True, {}, []
+    while rest:
+        word, rest = rest[0], rest[1:]
+        if word in ("in", "out"):
+            incoming = word == "in"
+        elif word in TAKES_VALUE:
+            value[word], rest = (rest[0] if rest else ""), rest[1:]
+        elif word not in ("log", "log-all"):
+            simple.append(word)
+    if len(simple) > 1:
+        return None
+    spec, _, proto = (simple[0] if simple else value.get("port", "")).partition("/")
+    proto = value.get("proto", proto) or None
     try:
-        if "port" in rest:  # full syntax: [from X] [to Y] port P [proto T]
-            ports = _ports(rest[rest.index("port") + 1])
-        elif rest and rest[0] not in ("from", "to"):  # simple syntax: PORT[/PROTO] or an app/service name
-            spec, _, p = rest[0].partition("/")
-            if spec.lower() in NAMED:
-                ports, proto = NAMED[spec.lower()][0], NAMED[spec.lower()][1]
-            else:
-                ports, proto = _ports(spec), (p or None)
-        else:  # from X [to Y] with no port: every port
+        if spec.lower() in NAMED:
+            ports, proto = NAMED[spec.lower()]
+        elif spec:
+            ports = _ports(spec)
+        elif "from" in value:  # `ufw allow from X`: every port, from X
             ports = frozenset()
-    except (ValueError, IndexError):
+        else:
+            return None
+    except ValueError:
         return None
     return Rule(action, incoming, frozenset(ports), proto, comment)
 
