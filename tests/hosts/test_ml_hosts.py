@@ -197,8 +197,11 @@ def test_jupyter_unit_passes_systemd_analyze_verify(ml_rig):
                            "&& echo enabled").stdout.strip() == "enabled"
 
 
+JUPYTER_CHECK = str(Path(__file__).resolve().parents[2] / "dlrig" / "verify" / "checks" / "test_jupyter.py")
+
+
 @pytest.mark.slow
-def test_jupyterlab_answers_and_refuses_requests_without_credentials(ml_rig):
+def test_jupyterlab_answers_and_refuses_requests_without_credentials(ml_rig, tmp_path):
     """Started by hand (no systemd on test hosts) with the unit's own ExecStart, as its User."""
     host = ml_rig.host
     unit = host.ssh(f"cat /etc/systemd/system/{pyenv.JUPYTER_UNIT}").stdout
@@ -231,8 +234,24 @@ def test_jupyterlab_answers_and_refuses_requests_without_credentials(ml_rig):
         assert "started" in status
         kernels = json.loads(opener.open(f"{base}/api/kernelspecs", timeout=5).read())
         assert "dl" in kernels["kernelspecs"]
+        # the shipped check against this real JupyterLab: 403 without credentials, login page 200
+        r = _run_checks(ml_rig, tmp_path, f"{JUPYTER_CHECK}::test_jupyterlab_answers_and_wants_credentials")
+        assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:]
     finally:
         host.ssh("sudo kill $(cat /tmp/jupyter.pid)", check=False)
+    # the broken state: something serves the port without asking for credentials -> the check fails
+    host.ssh("mkdir -p /tmp/open/api /tmp/open/login && echo '{}' > /tmp/open/api/status && echo x > /tmp/open/login/index.html")
+    host.ssh(f"cd /tmp/open && (setsid python3 -m http.server {ml_rig.data['jupyter_port']} --bind {host.address} "
+             "> /tmp/open.log 2>&1 < /dev/null & echo $! > /tmp/open.pid)")
+    try:
+        t0 = time.monotonic()
+        while host.ssh(f"curl -s -o /dev/null {base}/api/status", check=False).returncode != 0:
+            assert time.monotonic() - t0 < 30, host.ssh("cat /tmp/open.log").stdout
+            time.sleep(0.3)
+        r = _run_checks(ml_rig, tmp_path, f"{JUPYTER_CHECK}::test_jupyterlab_answers_and_wants_credentials")
+        assert r.returncode != 0 and "answered 200 without credentials" in r.stdout, r.stdout[-3000:]
+    finally:
+        host.ssh("kill $(cat /tmp/open.pid)", check=False)
 
 
 def _login(base: str, password: str):
@@ -295,7 +314,7 @@ def test_conda_checksum_refused_then_installed_idempotent_and_other_version_repo
 
 # ------------------------------------------------------------------ the shipped checks on the rig
 
-def _run_checks(rig: Rig, tmp_path: Path, **settings) -> subprocess.CompletedProcess:
+def _run_checks(rig: Rig, tmp_path: Path, *only: str, **settings) -> subprocess.CompletedProcess:
     from dlrig.engine.preflight import effective_data
     from dlrig.verify.runner import CONTEXT_ENV, CheckContext
 
@@ -306,7 +325,7 @@ def _run_checks(rig: Rig, tmp_path: Path, **settings) -> subprocess.CompletedPro
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--sudo",
          f"--hosts={rig.host._testinfra_spec()}", "-rs",
-         *(str(checks / f"test_{r}.py") for r in ("conda", "pytorch", "jupyter"))],
+         *(only or [str(checks / f"test_{r}.py") for r in ("conda", "pytorch", "jupyter")])],
         capture_output=True, text=True, env=dict(os.environ, **{CONTEXT_ENV: str(path)}), cwd=checks, timeout=900,
     )
 
@@ -315,7 +334,7 @@ def _run_checks(rig: Rig, tmp_path: Path, **settings) -> subprocess.CompletedPro
 def test_shipped_checks_pass_on_the_rig_and_fail_with_a_hint(ml_rig, tmp_path):
     r = _run_checks(ml_rig, tmp_path)
     assert r.returncode == 0, r.stdout[-4000:]
-    assert "systemd is not running" in r.stdout  # the live-service check is skipped, and says why
+    assert "systemd is not running" in r.stdout  # nothing listens (no systemd here): skipped, and says why
     r = _run_checks(ml_rig, tmp_path, torch_version="2.13.0", extra_packages=["nosuchpkg-dlrig"])
     assert r.returncode != 0
     assert "torch 2.14.1" in r.stdout and "torch_version is 2.13.0" in r.stdout
