@@ -28,3 +28,21 @@ def test_no_test_runs_dlrig_from_path():
     found = {str(p.relative_to(ROOT)): lines for p in (ROOT / "tests").rglob("*.py")
              if (lines := path_dlrig_calls(p.read_text()))}
     assert found == {}, "use [sys.executable, '-m', 'dlrig', ...]"
+
+
+def test_missing_torch_fails_when_ci_requires_it(tmp_path):
+    """DLRIG_REQUIRE_TORCH=1 (.ci/run) turns 'could not import torch' skips into failures."""
+    import os
+    import subprocess
+    import sys
+
+    t = tmp_path / "test_needs_torch.py"
+    t.write_text("import sys, pytest\nsys.modules['torch'] = None\n\n"
+                 "def test_x():\n    pytest.importorskip('torch')\n")
+    run = lambda env: subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest", str(t)],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=120)
+    plain = run({"DLRIG_REQUIRE_TORCH": "0"})
+    assert plain.returncode == 0 and "1 skipped" in plain.stdout, plain.stdout
+    strict = run({"DLRIG_REQUIRE_TORCH": "1"})
+    assert strict.returncode == 1 and "1 failed" in strict.stdout and "DLRIG_REQUIRE_TORCH=1" in strict.stdout
