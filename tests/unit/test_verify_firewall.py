@@ -137,3 +137,36 @@ def test_ufw_check_fails_each_broken_state(broken, why):
         F.test_ufw_enabled_and_denies_incoming(_Ufw(**broken))
     assert why in str(e.value) and "HINT" in str(e.value)
     F.test_ufw_enabled_and_denies_incoming(_Ufw())
+
+
+def test_only_lines_of_ufw_itself_are_rules():
+    for line in ("abc allow 22/tcp", "xyz allow 22/tcp", "ufwx allow 22/tcp"):
+        assert F.parse_rule(line) is None
+
+
+def test_rules_are_immutable_values():
+    r = F.parse_rule("ufw allow 22/tcp")
+    assert hash(r) == hash(F.parse_rule("ufw allow 22/tcp")) and r == F.parse_rule("ufw allow 22/tcp")
+
+
+def test_defaults_ssh_22_and_jupyter_8888():
+    F.test_ssh_allowed(_Host("ufw allow 22/tcp"), {})
+    with pytest.raises(AssertionError):
+        F.test_ssh_allowed(_Host("ufw allow 23/tcp"), {})
+    with pytest.raises(AssertionError):
+        F.test_ssh_allowed(_Host("ufw allow 21/tcp"), {})
+    exposed = {"jupyter_ip": "0.0.0.0"}
+    F.test_jupyter_port_only_when_exposed(_Host("ufw allow 8888/tcp comment 'dlrig jupyter'"), exposed)
+    for other in (8887, 8889):
+        with pytest.raises(AssertionError):
+            F.test_jupyter_port_only_when_exposed(_Host(f"ufw allow {other}/tcp comment 'dlrig jupyter'"), exposed)
+
+
+def test_messages_name_what_is_open_and_what_ufw_said():
+    two = "ufw allow 8888/tcp comment 'dlrig jupyter'\nufw allow 9999/tcp comment 'dlrig jupyter'"
+    with pytest.raises(AssertionError) as e:
+        F.test_jupyter_port_only_when_exposed(_Host(two), {"jupyter_ip": "127.0.0.1"})
+    assert "ufw opens [8888]" in str(e.value)
+    with pytest.raises(AssertionError) as e:
+        F.test_ufw_enabled_and_denies_incoming(_Ufw(status="Status: inactive" + "y" * 300))
+    assert "y" * 184 in str(e.value) and "y" * 185 not in str(e.value)  # ufw's answer, cut at 200 characters
