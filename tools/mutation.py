@@ -29,18 +29,34 @@ OUT = ROOT / "tools" / "mutation" / "survivors.md"
 JUSTIFIED = ROOT / "tools" / "mutation" / "justified.tsv"
 PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly"
 
-# target -> (module, tests that concern it)
+# target -> (module, tests that concern it, functions to mutate or None for the whole module)
 TARGETS = {
-    "ubuntu_packages": ("dlrig/gpu/packages.py", "tests/unit/test_ubuntu_packages.py"),
-    "firewall": ("dlrig/verify/checks/test_firewall.py", "tests/unit/test_verify_firewall.py"),
-    "report": ("dlrig/verify/report.py", "tests/unit/test_verify.py -k 'summary or no_check or table or json'"),
-    "torchprobe": ("dlrig/verify/torchprobe.py",
-                   "tests/unit/test_verify_gpu.py -k 'verdict or tolerance or zeroed or nan or probe'"),
-    "gpu_checks": ("dlrig/verify/checks/test_gpu.py", "tests/unit/test_verify_gpu.py"),
-    "settings": ("dlrig/engine/settings.py", "tests/unit/test_settings.py"),
-    "ssh_guards": ("roles/ssh.py", "tests/unit/test_remote_roles.py tests/plans/test_remote_plans.py"),
-    "resolver": ("dlrig/gpu/resolver.py", "tests/unit/test_resolver.py"),
+    "ubuntu_packages": ("dlrig/gpu/packages.py", "tests/unit/test_ubuntu_packages.py -k 'not resolve_json'", None),
+    "firewall": ("dlrig/verify/checks/test_firewall.py", "tests/unit/test_verify_firewall.py", None),
+    "report": ("dlrig/verify/report.py", "tests/unit/test_verify.py -k 'summary or a_host_where'", ("summary",)),
+    "torchprobe": ("dlrig/verify/torchprobe.py", "tests/unit/test_verify_gpu.py -k 'verdict or tolerance or zeroed "
+                   "or nan or wrong'", ("matmul_tolerance", "matmul_verdict", "amp_verdict", "conv_verdict")),
+    "gpu_checks": ("dlrig/verify/checks/test_gpu.py", "tests/unit/test_verify_gpu.py -k 'per_gpu or results'",
+                   ("_per_gpu", "_assert_per_gpu")),
+    "jupyter": ("dlrig/verify/checks/test_jupyter.py", "tests/unit/test_verify_jupyter.py",
+                ("_http_code", "test_jupyterlab_answers_and_wants_credentials")),
+    "settings": ("dlrig/engine/settings.py", "tests/unit/test_settings.py", None),
+    "ssh_guards": ("roles/ssh.py", "tests/unit/test_remote_roles.py tests/plans/test_remote_plans.py", None),
+    "resolver": ("dlrig/gpu/resolver.py", "tests/unit/test_resolver.py", None),
 }
+
+
+def line_ranges(module: str, functions) -> list[str]:
+    """'first-last' line ranges of the named top-level functions (found with ast: stable across edits)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    found = {n.name: f"{n.lineno}-{n.end_lineno}" for n in tree.body if isinstance(n, ast.FunctionDef)}
+    missing = [f for f in functions if f not in found]
+    if missing:
+        sys.exit(f"{module}: no function {', '.join(missing)}")
+    return [found[f] for f in functions]
+
 
 # Operators left out: swaps to bit-shift/bitwise/modulo/power operators on arithmetic that has none
 # of those (they die with the plain arithmetic swaps and only multiply the run time).
@@ -55,18 +71,20 @@ def cr(tool: str) -> str:
     return str(Path(sys.executable).parent / tool)
 
 
-def config(name: str, module: str, tests: str) -> Path:
+def config(name: str, module: str, tests: str, functions=None) -> Path:
     path = WORK / f"{name}.toml"
+    lines = (f"[cosmic-ray.filters.line-filter]\nlines = {{ \"{module}\" = {json.dumps(line_ranges(module, functions))} }}\n"
+             if functions else "")
     path.write_text(
         "[cosmic-ray]\n"
         f'module-path = "{module}"\n'
-        "timeout = 120.0\n"
+        "timeout = 60.0\n"
         "excluded-modules = []\n"
         f'test-command = "{PYTEST} {tests}"\n'
         "[cosmic-ray.distributor]\n"
         'name = "local"\n'
         "[cosmic-ray.filters.operators-filter]\n"
-        f"exclude-operators = {json.dumps(EXCLUDE)}\n")
+        f"exclude-operators = {json.dumps(EXCLUDE)}\n" + lines)
     return path
 
 
@@ -82,15 +100,17 @@ def justified() -> dict[str, str]:
 
 
 def run_target(name: str) -> dict:
-    module, tests = TARGETS[name]
+    module, tests, functions = TARGETS[name]
     if run("git", "diff", "--quiet", "--", module).returncode != 0:
         sys.exit(f"{module} has uncommitted changes: commit them first (mutants are undone with git checkout)")
     WORK.mkdir(exist_ok=True)
-    cfg, db = config(name, module, tests), WORK / f"{name}.sqlite"
+    cfg, db = config(name, module, tests, functions), WORK / f"{name}.sqlite"
     try:
         if not db.exists():
             run(cr("cosmic-ray"), "init", str(cfg), str(db), check=True)
             run(cr("cr-filter-operators"), str(db), str(cfg), check=True)
+            if functions:
+                run(cr("cr-filter-lines"), "--config", str(cfg), str(db), check=True)
         run(cr("cosmic-ray"), "exec", str(cfg), str(db), check=True)
     finally:
         run("git", "checkout", "--", module)
@@ -110,7 +130,7 @@ def run_target(name: str) -> dict:
                               "diff": (result.get("diff") or "").strip()})
         else:
             killed += 1
-    return {"name": name, "module": module, "tests": tests, "total": total, "killed": killed,
+    return {"name": name, "module": module + (f" ({', '.join(functions)})" if functions else ""), "tests": tests, "total": total, "killed": killed,
             "survivors": survivors}
 
 
@@ -130,8 +150,8 @@ def write(results: list[dict]) -> None:
 
 def main(argv: list[str]) -> int:
     if "--list" in argv:
-        for n, (m, t) in TARGETS.items():
-            print(f"{n:16} {m:40} {t}")
+        for n, (m, t, f) in TARGETS.items():
+            print(f"{n:16} {m:40} {' '.join(f or ['(all)'])}  <- {t}")
         return 0
     names = [a for a in argv if not a.startswith("-")] or list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]
