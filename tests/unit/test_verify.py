@@ -14,11 +14,14 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+
 from dlrig.engine.preflight import effective_data
 from dlrig.verify import report as R
 from dlrig.verify import runner as V
 
 # ------------------------------------------------------------------------------- parsing
+
+ROOT = Path(__file__).resolve().parents[2]  # subprocesses run from the clone's root: they import this checkout
 
 PLUGIN_LINES = [
     json.dumps({"module": "test_gpu", "name": "test_nvidia_smi_lists_gpus", "outcome": "failed",
@@ -75,12 +78,12 @@ def test_a_host_where_no_check_ran_fails_with_a_reason():
 def test_verify_exits_1_when_no_check_ran(tmp_path):
     """cudnn's checks all skip on a cpu_only host: nothing verified, exit 1 with the reason."""
     res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "cudnn", "--data",
-                          "cpu_only=True", "--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          "cpu_only=True", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 1, res.stdout + res.stderr
     payload = json.loads(res.stdout)
     assert payload["ok"] is False and payload["hosts"]["localhost"]["reason"] == R.NOTHING_RAN
     res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "cudnn", "--data",
-                          "cpu_only=True"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          "cpu_only=True"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 1 and "no check ran" in res.stdout
 
 
@@ -215,7 +218,7 @@ def test_verify_local_end_to_end(tmp_path):
     """The real CLI on this machine (testinfra local://): base checks only, JSON and JUnit."""
     junit = tmp_path / "out.xml"
     res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "base", "--json", "--junit", str(junit)],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
     payload = json.loads(res.stdout)
     checks = {r["check"]: r for r in payload["results"]}
     assert set(checks) >= {"base::essential_packages_installed", "base::apt_waits_for_dpkg_lock",
@@ -231,7 +234,7 @@ def test_verify_local_cpu_only_torch_on_cpu(tmp_path):
     pytest.importorskip("torch")
     res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "gpu", "--data", "cpu_only=True",
                           "--python", sys.executable, "--json"],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
     checks = {r["check"]: r for r in json.loads(res.stdout)["results"]}
     assert checks["gpu::torch_imports"]["result"] == "passed"
@@ -244,17 +247,17 @@ def test_verify_unreachable_host_one_row_exit_1(tmp_path):
         port = s.getsockname()[1]
     inv = tmp_path / "inv.py"
     inv.write_text(f"hosts = [('ghost', {{'ssh_hostname': '127.0.0.1', 'ssh_port': {port}}})]\n")
-    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", str(inv)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", str(inv)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 1
     assert res.stdout.splitlines()[2].split()[:3] == ["connect", "ghost", "ERROR"]
     assert "cannot connect to 127.0.0.1:" in res.stdout and "Traceback" not in res.stderr
 
 
 def test_verify_usage_errors(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "dlrig", "verify"], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "give an INVENTORY" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "nope"], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "nope"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "unknown role(s) nope" in res.stderr
     res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--data", "cpu_onyl=True"], capture_output=True, text=True,
-                         cwd=tmp_path)
+                         cwd=ROOT)
     assert res.returncode == 2 and "did you mean 'cpu_only'" in res.stderr
