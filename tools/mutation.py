@@ -33,7 +33,7 @@ PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly"
 TARGETS = {
     "ubuntu_packages": ("dlrig/gpu/packages.py", "tests/unit/test_ubuntu_packages.py -k 'not resolve_json'", None),
     "firewall": ("dlrig/verify/checks/test_firewall.py", "tests/unit/test_verify_firewall.py", None),
-    "report": ("dlrig/verify/report.py", "tests/unit/test_verify.py -k 'summary or a_host_where'", ("summary",)),
+    "report": ("dlrig/verify/report.py", "tests/unit/test_verify.py -k 'summary or a_host_where or one_failure or counts_of'", ("summary",)),
     "torchprobe": ("dlrig/verify/torchprobe.py", "tests/unit/test_verify_gpu.py -k 'verdict or tolerance or zeroed "
                    "or nan or wrong'", ("matmul_tolerance", "matmul_verdict", "amp_verdict", "conv_verdict")),
     "gpu_checks": ("dlrig/verify/checks/test_gpu.py", "tests/unit/test_verify_gpu.py -k 'per_gpu or results'",

@@ -75,6 +75,23 @@ def test_a_host_where_no_check_ran_fails_with_a_reason():
     assert "-> FAILED (no check ran" in R.format_table(only_skips)
 
 
+@pytest.mark.parametrize("outcome", ["failed", "error"])
+def test_one_failure_or_error_fails_the_host_even_with_passes(outcome):
+    rs = [V.CheckResult("rig", "base::a", "passed"), V.CheckResult("rig", "base::b", outcome)]
+    s = R.summary(rs)
+    assert s["ok"] is False and s["hosts"]["rig"]["ok"] is False and "reason" not in s["hosts"]["rig"]
+    only = R.summary([V.CheckResult("rig", "base::b", outcome)])
+    assert only["hosts"]["rig"]["ok"] is False and "reason" not in only["hosts"]["rig"]  # it ran, and failed
+
+
+def test_counts_of_a_host_without_results_are_zero():
+    s = R.summary([], ["quiet"])
+    assert s["hosts"]["quiet"] == {"passed": 0, "failed": 0, "skipped": 0, "error": 0, "ok": False,
+                                   "reason": R.NOTHING_RAN}
+    passed = R.summary([V.CheckResult("rig", "base::a", "passed")])
+    assert "reason" not in passed["hosts"]["rig"] and passed["hosts"]["rig"]["ok"] is True
+
+
 def test_verify_exits_1_when_no_check_ran(tmp_path):
     """cudnn's checks all skip on a cpu_only host: nothing verified, exit 1 with the reason."""
     res = subprocess.run([sys.executable, "-m", "dlrig", "verify", "--local", "--roles", "cudnn", "--data",
