@@ -158,8 +158,10 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown target(s) {', '.join(unknown)}: see --list", file=sys.stderr)
         return 2
-    results = [run_target(n) for n in names]
-    write(results)
+    results = []
+    for n in names:
+        results.append(run_target(n))
+        write(results[-1:])  # after each target: an interrupted run keeps what it measured
     for r in results:
         print(f"{r['name']}: {r['killed']}/{r['total']} killed, {len(r['survivors'])} survived")
     return 0

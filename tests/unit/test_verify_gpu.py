@@ -130,7 +130,7 @@ def test_matmul_tolerance_comes_from_k_and_the_dtype_epsilon():
     tb = torchprobe.matmul_tolerance(torch, torch.bfloat16, 512)
     assert t16["rel"] == pytest.approx(2 * 2**-11 + 2 * 512 * 2**-24)
     assert t16k["rel"] > t16["rel"] and tb["rel"] > 7 * t16["rel"]  # bfloat16: 8x the unit roundoff
-    assert t16["elem"] == pytest.approx(2 * 2**-11 + 2**-22 + 2 * 512 * 2**-24)
+    assert t16["elem"] == pytest.approx(3 * 2**-11 + 2**-22 + 2 * 512 * 2**-24)
 
 
 def test_fp16_verdict_fails_a_bf16_grade_result_and_passes_a_true_fp16_one():
@@ -162,13 +162,18 @@ def test_matmul_verdict_fails_nan_and_inf():
     got = ref.bfloat16().float()
     got[0, 0] = float("nan")
     assert torchprobe.matmul_verdict(torch, a, b, got, ref, torch.bfloat16)["ok"] is False
+    got[0, 0] = float("inf")
+    assert torchprobe.matmul_verdict(torch, a, b, got, ref, torch.bfloat16)["ok"] is False
 
 
 @pytest.mark.parametrize("losses, ok", [
     ([1.0, 0.5, 0.2], True), ([1.0, 1.2, 1.5], False), ([1.0, 1.0], False), ([1.0, float("nan"), 0.1], False),
+    ([1.0, 0.5, 1.2], False), ([2.0, 3.0, 1.0], True),
     ([1.0, float("inf"), 0.1], False), ([], False)])
 def test_amp_verdict_on_wrong_training_runs(losses, ok):
-    assert torchprobe.amp_verdict(losses)["ok"] is ok
+    v = torchprobe.amp_verdict(losses)
+    assert v["ok"] is ok
+    assert (v["loss_first"], v["loss_last"]) == ((losses[0], losses[-1]) if losses else (None, None))
 
 
 def test_conv_verdict_on_wrong_results():
