@@ -104,6 +104,9 @@ def run_target(name: str) -> dict:
     if run("git", "diff", "--quiet", "--", module).returncode != 0:
         sys.exit(f"{module} has uncommitted changes: commit them first (mutants are undone with git checkout)")
     WORK.mkdir(exist_ok=True)
+    # the tests must pass unmutated, or every mutant would count as killed
+    if run("sh", "-c", f"{PYTEST} {tests}", capture_output=True).returncode != 0:
+        sys.exit(f"{name}: `{PYTEST} {tests}` fails without any mutation: fix the tests first")
     cfg, db = config(name, module, tests, functions), WORK / f"{name}.sqlite"
     try:
         if not db.exists():
