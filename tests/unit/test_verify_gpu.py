@@ -221,3 +221,23 @@ def test_per_gpu_check_fails_wrong_result_probes():
     ok = {"device_count": 1, "gpus": [{"index": 0, "name": "RTX 4090",
                                        "fp16_matmul": {"ok": True, "rel_err": 2e-4, "tol": 1.04e-3}}]}
     G._assert_per_gpu(ok, smi, "fp16_matmul", "x", "hint", lambda *a: None)
+
+
+def test_one_zeroed_output_too_small_for_the_norm_fails_elementwise():
+    """A zeroed output of modest size hides in the Frobenius error; the elementwise bound catches it."""
+    torch = pytest.importorskip("torch")
+    a, b, ref = _matmul_case(torch, torch.float16)
+    got = (a.half() @ b.half()).float()
+    i = int((ref.view(-1).abs() - 2.0).abs().argmin())  # an output near 2.0: well above its bound (~0.25)
+    got.view(-1)[i] = 0
+    v = torchprobe.matmul_verdict(torch, a, b, got, ref, torch.float16)
+    assert v["rel_err"] <= v["tol"] and v["elements_out_of_bound"] == 1 and v["ok"] is False
+
+
+def test_tolerance_uses_the_inner_dimension_k():
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(8, 512, generator=g).half().float()
+    b = torch.randn(512, 8, generator=g).half().float()
+    v = torchprobe.matmul_verdict(torch, a, b, (a.half() @ b.half()).float(), a @ b, torch.float16)
+    assert v["ok"] and v["tol"] == torchprobe.matmul_tolerance(torch, torch.float16, 512)["rel"]
