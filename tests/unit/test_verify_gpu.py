@@ -168,7 +168,7 @@ def test_matmul_verdict_fails_nan_and_inf():
 
 @pytest.mark.parametrize("losses, ok", [
     ([1.0, 0.5, 0.2], True), ([1.0, 1.2, 1.5], False), ([1.0, 1.0], False), ([1.0, float("nan"), 0.1], False),
-    ([1.0, 0.5, 1.2], False), ([2.0, 3.0, 1.0], True),
+    ([1.0, 0.5, 1.2], False), ([2.0, 3.0, 1.0], True), ([1.0, 3.0, 2.0], False), ([2.0, 0.5, 1.0], True),
     ([1.0, float("inf"), 0.1], False), ([], False)])
 def test_amp_verdict_on_wrong_training_runs(losses, ok):
     v = torchprobe.amp_verdict(losses)
