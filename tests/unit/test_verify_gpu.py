@@ -241,3 +241,39 @@ def test_tolerance_uses_the_inner_dimension_k():
     b = torch.randn(512, 8, generator=g).half().float()
     v = torchprobe.matmul_verdict(torch, a, b, (a.half() @ b.half()).float(), a @ b, torch.float16)
     assert v["ok"] and v["tol"] == torchprobe.matmul_tolerance(torch, torch.float16, 512)["rel"]
+
+
+def test_per_gpu_texts_from_a_json_report():
+    """Reports arrive as JSON: keys are not the interned literals of this file."""
+    report = json.loads(json.dumps({"gpus": [
+        {"index": 0, "name": "A", "fp16_matmul": {"ok": False, "rel_err": 0.2, "tol": 0.01}},
+        {"index": 1, "name": "B", "fp16_matmul": {"ok": True, "rel_err": 0.000412345, "tol": 0.00104}}]}))
+    bad, good, skipped = G._per_gpu(report, "fp16_matmul")
+    assert bad == ["GPU0 A: rel_err 0.2, tol 0.01"] and good == ["GPU1 B: rel_err 0.000412, tol 0.00104"]
+
+
+def test_per_gpu_missing_key_and_errors_do_not_stop_the_others():
+    report = {"gpus": [{"index": 0, "name": "A", "error": "RuntimeError: boom"}, {"index": 1, "name": "B"},
+                       {"index": 2, "name": "C", "amp_step": {"ok": True, "steps": 30}}]}
+    bad, good, skipped = G._per_gpu(report, "amp_step")
+    assert bad == ["GPU0 A: RuntimeError: boom", "GPU1 B: no result"] and good == ["GPU2 C: steps 30"]
+
+
+def test_per_gpu_all_skipped_skips_and_a_pass_records_info():
+    seen = []
+    record = lambda k, v: seen.append((k, v))  # noqa: E731
+    only_skipped = {"device_count": 1, "gpus": [{"index": 0, "name": "T4", "bf16_matmul": {"skipped": "cc 7.5"}}]}
+    with pytest.raises(pytest.skip.Exception):
+        G._assert_per_gpu(only_skipped, _smi(1), "bf16_matmul", "x", "hint", record)
+    assert seen == [("info", "GPU0 T4: cc 7.5")]
+    seen.clear()
+    both = {"device_count": 2, "gpus": [only_skipped["gpus"][0],
+                                        {"index": 1, "name": "A100", "bf16_matmul": {"ok": True, "steps": 1}}]}
+    G._assert_per_gpu(both, _smi(2), "bf16_matmul", "x", "hint", record)  # no skip: one GPU really passed
+    assert seen == [("info", "GPU1 A100: steps 1; GPU0 T4: cc 7.5")]
+
+
+def test_per_gpu_nothing_shown_nothing_returned_says_so():
+    with pytest.raises(AssertionError) as e:
+        G._assert_per_gpu({"gpus": []}, _smi(0), "fp16_matmul", "fp16", "hint", lambda *a: None)
+    assert "the probe returned no per-GPU result" in str(e.value) and "of the" not in str(e.value)
