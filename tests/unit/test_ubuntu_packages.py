@@ -95,3 +95,62 @@ def test_resolve_json_debian_and_nvidia_sources_list_their_packages():
     nv = run("--gpu", "RTX 4090", "--os", "ubuntu-24.04", "--source", "nvidia")
     assert nv["driver"]["packages"][0] == "nvidia-open"
     assert run("--cpu-only", "--os", "ubuntu-24.04")["driver"] is None
+
+
+# ------------------------------------------ every source and part, without a subprocess (fast)
+
+def _res(os_name, source, branch=580, flavor="open", cuda=("12.8", "nvidia"), cudnn=("cudnn9-cuda-12",)):
+    from dlrig.gpu import resolver as r
+
+    return r.Resolution(os=os_name, gpus=(), driver=r.Driver(branch, flavor, source, source != "ubuntu"),
+                        cuda=r.Cuda(*cuda) if cuda else None,
+                        cudnn=r.Cudnn("9", tuple(cudnn), None) if cudnn is not None else None,
+                        torch=r.Torch("2.9", "cu128", "https://download.pytorch.org/whl/cu128"))
+
+
+@pytest.mark.parametrize("branch, open_, want", [
+    (580, True, ["nvidia-open", "nvidia-driver-pinning-580"]), (590, True, ["nvidia-open", "nvidia-driver-pinning-590"]),
+    (575, True, ["nvidia-open"]), (579, True, ["nvidia-open"]), (580, False, ["cuda-drivers-580"]),
+    (535, False, ["cuda-drivers-535"])])
+def test_nvidia_repository_driver_names(branch, open_, want):
+    assert packages.nvidia_driver(branch, open_) == want
+    assert packages.driver(_res("ubuntu-24.04", "nvidia", branch, "open" if open_ else "proprietary")) == want
+
+
+def test_debian_driver_names():
+    assert packages.debian_driver() == ["nvidia-driver", "nvidia-smi", "nvidia-persistenced"]
+    assert packages.debian_driver(persistence=False) == ["nvidia-driver", "nvidia-smi"]
+    deb = _res("debian-12", "debian", 535, "proprietary")
+    assert packages.driver(deb, persistence=False) == ["nvidia-driver", "nvidia-smi"]
+    assert packages.driver(deb) == ["nvidia-driver", "nvidia-smi", "nvidia-persistenced"]
+
+
+def test_driver_passes_every_ubuntu_option_through():
+    ub = _res("ubuntu-24.04", "ubuntu", 570, "open")
+    assert packages.driver(ub) == ["nvidia-driver-570-open", "linux-modules-nvidia-570-open-generic"]
+    assert packages.driver(ub, server=True, headless=True, kernel_flavour="generic-hwe-24.04") == [
+        "nvidia-headless-no-dkms-570-server-open", "nvidia-utils-570-server",
+        "linux-modules-nvidia-570-server-open-generic-hwe-24.04"]
+    assert packages.driver(_res("ubuntu-22.04", "ubuntu", 570, "proprietary")) == [
+        "nvidia-driver-570", "linux-modules-nvidia-570-generic"]
+
+
+def test_cuda_and_cudnn_names():
+    assert packages.cuda("12.8", "nvidia") == ["cuda-toolkit-12-8"]
+    assert packages.cuda("13.0", "nvidia") == ["cuda-toolkit-13-0"]
+    assert packages.cuda("11.8", "distro") == ["nvidia-cuda-toolkit"]
+    both = ("libcudnn8", "libcudnn8-dev")
+    assert packages.cudnn(both) == ["libcudnn8", "libcudnn8-dev"] and packages.cudnn(both, dev=False) == ["libcudnn8"]
+
+
+def test_for_resolution_lists_each_part():
+    res = _res("ubuntu-24.04", "ubuntu", 580, "open", cudnn=("cudnn9-cuda-12", "libcudnn9-dev-cuda-12"))
+    assert packages.for_resolution(res) == {
+        "driver": ["nvidia-driver-580-open", "linux-modules-nvidia-580-open-generic"],
+        "cuda": ["cuda-toolkit-12-8"], "cudnn": ["cudnn9-cuda-12", "libcudnn9-dev-cuda-12"]}
+    assert packages.for_resolution(res, headless=True)["driver"][0] == "nvidia-headless-no-dkms-580-open"
+    bare = _res("ubuntu-24.04", "ubuntu", cuda=None, cudnn=None)
+    assert packages.for_resolution(bare)["cuda"] == [] and packages.for_resolution(bare)["cudnn"] == []
+    from dataclasses import replace
+
+    assert packages.for_resolution(replace(bare, driver=None)) == {"driver": [], "cuda": [], "cudnn": []}
