@@ -18,10 +18,10 @@ class _Host:
         if cmd.startswith("test -d /run/systemd/system"):
             rc = 0 if self.systemd else 1
         elif "/api/status" in cmd:
-            out = self.api
+            out = "".join(list(self.api))  # a new string, as curl's output is (never an interned literal)
             self.urls.append(cmd.split()[-1])
         elif "/login" in cmd:
-            out = self.login
+            out = "".join(list(self.login))
         return type("R", (), {"rc": rc, "stdout": out})
 
 
@@ -37,15 +37,34 @@ def test_passes_when_credentials_are_wanted_and_login_works(api):
     (_Host("302"), "answered 302 without credentials"),
     (_Host("000"), "nothing answers"),
     (_Host("403", login="500"), "nobody can log in"),
+    (_Host("403", login="000"), "nobody can log in"),
+    (_Host("401", login="302"), "nobody can log in"),
 ])
 def test_fails_each_broken_state(host, why):
-    with pytest.raises(AssertionError) as e:
-        J.test_jupyterlab_answers_and_wants_credentials(host, {})
-    assert why in str(e.value)
+    assert why in _failure(host, {})
+
+
+def _failure(host, settings) -> str:
+    """The check's AssertionError text; a skip (or a pass) here is a test failure."""
+    try:
+        J.test_jupyterlab_answers_and_wants_credentials(host, settings)
+    except AssertionError as e:
+        return str(e)
+    except BaseException as e:  # pytest's Skipped is a BaseException
+        pytest.fail(f"the check did not fail: {type(e).__name__}: {e}")
+    pytest.fail("the check passed")
 
 
 def test_skips_only_when_nothing_answers_and_systemd_is_not_running():
     with pytest.raises(pytest.skip.Exception):
         J.test_jupyterlab_answers_and_wants_credentials(_Host("000", systemd=False), {})
-    with pytest.raises(AssertionError):  # no systemd, but an open server answers: still judged
-        J.test_jupyterlab_answers_and_wants_credentials(_Host("200", systemd=False), {})
+    assert "answered 200" in _failure(_Host("200", systemd=False), {})  # an open server answers: judged
+
+
+def test_the_url_is_the_configured_address_and_port():
+    for settings, url in (({}, "http://127.0.0.1:8888/api/status"),
+                          ({"jupyter_ip": "10.1.2.3"}, "http://10.1.2.3:8888/api/status"),
+                          ({"jupyter_ip": "::", "jupyter_port": 9000}, "http://127.0.0.1:9000/api/status")):
+        host = _Host("403")
+        J.test_jupyterlab_answers_and_wants_credentials(host, settings)
+        assert host.urls == [url]
