@@ -277,3 +277,8 @@ def test_per_gpu_nothing_shown_nothing_returned_says_so():
     with pytest.raises(AssertionError) as e:
         G._assert_per_gpu({"gpus": []}, _smi(0), "fp16_matmul", "fp16", "hint", lambda *a: None)
     assert "the probe returned no per-GPU result" in str(e.value) and "of the" not in str(e.value)
+
+
+def test_per_gpu_failure_text_keeps_every_number_but_ok():
+    report = {"gpus": [{"index": 0, "name": "A", "amp_step": {"ok": False, "loss_first": 1.0, "loss_last": 1.7}}]}
+    assert G._per_gpu(report, "amp_step")[0] == ["GPU0 A: loss_first 1.0, loss_last 1.7"]
