@@ -21,8 +21,6 @@ PROFILE = "/etc/profile.d/dlrig-cuda.sh"
 DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"
 
 
-
-
 @deploy("cuda", data_defaults=DEFAULTS)
 def cuda():
     if setting("cpu_only"):
