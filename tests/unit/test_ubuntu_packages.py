@@ -154,3 +154,31 @@ def test_for_resolution_lists_each_part():
     from dataclasses import replace
 
     assert packages.for_resolution(replace(bare, driver=None)) == {"driver": [], "cuda": [], "cudnn": []}
+
+
+@pytest.mark.parametrize("server", [False, True])
+def test_the_refusal_offers_the_recorded_branches_of_that_kind(server):
+    kind = "-server" if server else ""
+    import re
+
+    want = sorted({int(m.group(1)) for n in binaries("ubuntu-24.04") if (m := re.fullmatch(rf"nvidia-driver-(\d{{3}}){kind}", n))})
+    assert 580 in want and 545 not in want
+    with pytest.raises(packages.UnavailablePackages) as e:
+        packages.ubuntu_driver("ubuntu-24.04", 545, True, server=server)
+    assert f"driver_branch {', '.join(map(str, want))}{' (server)' if server else ''} there" in str(e.value)
+    with pytest.raises(packages.UnavailablePackages) as e:
+        packages.ubuntu_driver("ubuntu-20.04", 580, True, server=server)
+    assert "driver_branch none" in str(e.value)
+
+
+def test_sources_compared_by_value_not_identity():
+    """Sources and flavours arrive from settings and JSON: equal strings, not the same objects."""
+    fresh = lambda s: "".join(list(s))  # noqa: E731
+    from dataclasses import replace
+
+    for source, flavor, first in (("ubuntu", "open", "nvidia-driver-580-open"), ("nvidia", "open", "nvidia-open"),
+                                  ("nvidia", "proprietary", "cuda-drivers-580"), ("debian", "proprietary", "nvidia-driver")):
+        res = _res("ubuntu-24.04", "ubuntu")
+        res = replace(res, driver=replace(res.driver, source=fresh(source), flavor=fresh(flavor)))
+        assert packages.driver(res)[0] == first
+    assert packages.cuda("11.8", fresh("distro")) == ["nvidia-cuda-toolkit"]
