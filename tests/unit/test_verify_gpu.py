@@ -269,8 +269,15 @@ def test_per_gpu_all_skipped_skips_and_a_pass_records_info():
     seen.clear()
     both = {"device_count": 2, "gpus": [only_skipped["gpus"][0],
                                         {"index": 1, "name": "A100", "bf16_matmul": {"ok": True, "steps": 1}}]}
-    G._assert_per_gpu(both, _smi(2), "bf16_matmul", "x", "hint", record)  # no skip: one GPU really passed
+    try:  # no skip: one GPU really passed (pytest's Skipped is a BaseException: caught here, not passed on)
+        G._assert_per_gpu(both, _smi(2), "bf16_matmul", "x", "hint", record)
+    except BaseException as e:
+        pytest.fail(f"one GPU passed, yet: {type(e).__name__} {e}")
     assert seen == [("info", "GPU1 A100: steps 1; GPU0 T4: cc 7.5")]
+    seen.clear()
+    good_only = {"device_count": 1, "gpus": [both["gpus"][1]]}
+    G._assert_per_gpu(good_only, _smi(1), "bf16_matmul", "x", "hint", record)
+    assert seen == [("info", "GPU1 A100: steps 1")]
 
 
 def test_per_gpu_nothing_shown_nothing_returned_says_so():
