@@ -3,6 +3,7 @@
     python3 tools/mutation.py                 # every target (slow: minutes per module on 2 cores)
     python3 tools/mutation.py firewall report # some targets
     python3 tools/mutation.py --list
+    python3 tools/mutation.py --relabel      # after editing justified.tsv: labels only, no run
 
 Tool: cosmic-ray (PyPI; installed by `pip install -e '.[mutation]'`). Chosen over mutmut because it
 mutates the files in place and runs any test command, which fits this repo's layout (roles/ and
@@ -151,7 +152,19 @@ def write(results: list[dict]) -> None:
     OUT.write_text("\n".join(lines) + "".join("\n## " + b for b in kept))
 
 
+def relabel() -> None:
+    """Re-read tools/mutation/justified.tsv into the labels of tools/mutation/survivors.md (no run)."""
+    import re
+
+    why = justified()
+    OUT.write_text(re.sub(r"^- `([^`]+)`: .*$", lambda m: f"- `{m.group(1)}`: {why.get(m.group(1), 'NOT JUSTIFIED')}",
+                          OUT.read_text(), flags=re.M))
+
+
 def main(argv: list[str]) -> int:
+    if "--relabel" in argv:
+        relabel()
+        return 0
     if "--list" in argv:
         for n, (m, t, f) in TARGETS.items():
             print(f"{n:16} {m:40} {' '.join(f or ['(all)'])}  <- {t}")
