@@ -289,3 +289,8 @@ def test_per_gpu_nothing_shown_nothing_returned_says_so():
 def test_per_gpu_failure_text_keeps_every_number_but_ok():
     report = {"gpus": [{"index": 0, "name": "A", "amp_step": {"ok": False, "loss_first": 1.0, "loss_last": 1.7}}]}
     assert G._per_gpu(report, "amp_step")[0] == ["GPU0 A: loss_first 1.0, loss_last 1.7"]
+
+
+def test_per_gpu_expects_nothing_unless_told():
+    assert G._per_gpu({"gpus": []}, "fp16_matmul") == ([], [], [])
+    assert G._per_gpu({"gpus": []}, "fp16_matmul", 1)[0] != []
