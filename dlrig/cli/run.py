@@ -15,7 +15,16 @@ from dlrig.deploys import deploy_file
 from dlrig.engine.catalogue import parse_roles
 from dlrig.engine.inventory import UserError
 from dlrig.engine.preflight import effective_data
-from dlrig.engine.runner import FAILED, UNREACHABLE, host_status, pyinfra_command, run_pyinfra
+from dlrig.engine import applylock
+from dlrig.engine.runner import (
+    FAILED,
+    UNREACHABLE,
+    HostSummary,
+    RunResult,
+    host_status,
+    pyinfra_command,
+    run_pyinfra,
+)
 from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 
 
@@ -135,11 +144,21 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             sys.exit(0)
         click.confirm("Apply these changes?", abort=True)
 
-    result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json)
+    with applylock.acquire(hosts, lambda h: effective_data(h.data)["apply_lock_timeout"],
+                           note=lambda line: click.echo(f"dlrig: {line}", err=True)) as locks:
+        # A host whose lock another apply holds is failed here, before any change; the others run.
+        if len(locks.refused) == len(hosts):
+            result, log_path = RunResult(1), None
+        else:
+            limit = [h.name for h in hosts if h.name not in locks.refused] if locks.refused else None
+            result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json, limit)
     if result.interrupted:
         report_interrupted(result, hosts, as_json)
     summary = result.summary([h.name for h in hosts])
     status = host_status(result, [h.name for h in hosts], dry=False)
+    for name, reason in locks.refused.items():
+        summary[name] = HostSummary(failed=1, errors=[reason])
+        status[name] = (FAILED, [reason])
     all_ok = result.returncode == 0 and all(s.ok for s in summary.values())
     reboots = after_apply(inventory, result.results, reboot, quiet=as_json)
     all_ok = all_ok and not any(v.startswith("reboot failed") for v in reboots.values())
@@ -161,11 +180,13 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             for line in why or s.errors[-3:]:
                 click.echo(f"{'':24} {line}")
     echo_tunnel_hints(hosts, summary, as_json)
-    click.echo(f"log: {log_path}", err=True)
+    if log_path:
+        click.echo(f"log: {log_path}", err=True)
     sys.exit(0 if all_ok else 1)
 
 
-def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as_json: bool):
+def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as_json: bool,
+                  limit: list[str] | None = None):
     """Run the apply; one line per role on stderr (pyinfra's own output with -v; nothing with
     --json) and every line of pyinfra's output in a log file, whose path is printed even when
     dlrig stops on an exception."""
@@ -174,7 +195,7 @@ def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int,
     roles = sorted({r for h in hosts for r in parse_roles(effective_data(h.data).get("dlrig_roles"))},
                    key=parse_roles(None).index)
     log_path, log = new_log("apply")
-    cmd = pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose)
+    cmd = pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose, limit=limit)
     log.write(f"$ dlrig apply {inventory}\n# pyinfra: {' '.join(cmd[:2])} ... {' '.join(cmd[4:])}\n")
     progress = RoleProgress(roles, log=log, raw=bool(verbose), quiet=as_json)
     try:
@@ -280,9 +301,8 @@ def after_apply(inventory: str, results: dict | None, reboot: bool, quiet: bool 
             for h in changed:
                 click.echo(f"{h}: reboot required (NVIDIA driver changed): reboot it or run `dlrig apply --reboot`")
         return status
-    cmd = pyinfra_command(inventory, deploy_file("reboot"), dry=False, data={"dlrig_local_boot_id": local_boot_id()})
-    for h in changed:
-        cmd += ["--limit", h]
+    cmd = pyinfra_command(inventory, deploy_file("reboot"), dry=False, data={"dlrig_local_boot_id": local_boot_id()},
+                          limit=changed)
 
     result = run_pyinfra(cmd, show_progress=not quiet)
     rebooted, refused = set(), set()

@@ -136,6 +136,7 @@ def pyinfra_command(
     dry: bool,
     data: dict[str, Any] | None = None,
     verbose: int = 0,
+    limit: list[str] | None = None,
 ) -> list[str]:
     """The pyinfra command line. ``data`` values go as JSON, which pyinfra's ``--data`` decodes
     (strings stay strings, lists stay lists, None stays None)."""
@@ -146,6 +147,8 @@ def pyinfra_command(
         cmd += ["--data", f"{key}={json.dumps(value)}"]
     if verbose:
         cmd.append("-" + "v" * verbose)
+    for name in limit or []:
+        cmd += ["--limit", name]
     return cmd
 
 

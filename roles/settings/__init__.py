@@ -52,4 +52,13 @@ COMMON_DEFAULTS = declare(
         nullable=True,
         shape="user",
     ),
+    Setting(
+        "apply_lock_timeout",
+        600,
+        "int",
+        "seconds `dlrig apply` waits for another apply on the same host to finish "
+        "(a host-side lock) before failing that host unchanged",
+        min=0,
+        max=86400,
+    ),
 )
