@@ -17,6 +17,7 @@ hosts = [
             "_sudo": True,
             # >>> every setting with its default (generated: dlrig settings --python --write FILE) >>>
             # --- dlrig ---
+            # "apply_lock_timeout": 600,  # an integer from 0 to 86400: seconds `dlrig apply` waits for another apply on the same host to finish (a host-side lock) before failing that host unchanged
             # "cache_dir": None,  # an absolute path or None: a folder on the host that outlives a reinstall (e.g. on the data disk): apt, pip, conda and Miniforge caches and the locked wheels; None: no cache
             # "cpu_only": False,  # True or False: no GPU stack: skip the NVIDIA roles and install a CPU build of torch
             # "dlrig_lock_file": None,  # an absolute path or None: the lock file whose versions the roles install (set by `dlrig apply --locked LOCK`)
