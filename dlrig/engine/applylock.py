@@ -56,10 +56,13 @@ class _Held:
 
 @dataclass
 class ApplyLocks:
-    """The locks this apply holds (``held``) and the hosts refused, with their one-line reason."""
+    """The locks this apply holds (``held``), the hosts refused, with their one-line reason, and
+    those dlrig could not connect to (``unreached``): pyinfra then reports them unreachable with
+    its own connect error (it cannot change a host it cannot reach either)."""
 
     held: dict[str, _Held] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    unreached: dict[str, str] = field(default_factory=dict)
 
     def release(self) -> None:
         for h in list(self.held.values()):
@@ -91,6 +94,9 @@ def acquire(hosts: list, timeout_of, note=None) -> ApplyLocks:
             continue
         try:
             held, reason = _take(h, int(timeout_of(h)), note)
+        except _Unreached as e:
+            locks.unreached[h.name] = str(e)
+            continue
         except Exception as e:  # noqa: BLE001 (paramiko and sockets raise many kinds)
             held, reason = None, f"cannot take the apply lock on {h.name}: {type(e).__name__}: {e}"
         if held is None:
@@ -98,6 +104,10 @@ def acquire(hosts: list, timeout_of, note=None) -> ApplyLocks:
         else:
             locks.held[h.name] = held
     return locks
+
+
+class _Unreached(Exception):
+    """No SSH connection to the host (refused, timed out, authentication failed)."""
 
 
 def _busy(name: str, since: str) -> str:
@@ -177,17 +187,21 @@ def _take_ssh(h, timeout: int, note) -> tuple[_Held | None, str]:
     else:  # pyinfra's default (accept-new) and "no"; pyinfra itself records new keys
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     key = d.get("ssh_key")
-    client.connect(
-        d.get("ssh_hostname") or name,
-        port=int(d.get("ssh_port") or 22),
-        username=d.get("ssh_user"),
-        password=d.get("ssh_password"),
-        key_filename=os.path.expanduser(key) if key else None,
-        passphrase=d.get("ssh_key_password"),
-        allow_agent=bool(d.get("ssh_allow_agent", True)),
-        look_for_keys=not key,
-        timeout=30,
-    )
+    try:
+        client.connect(
+            d.get("ssh_hostname") or name,
+            port=int(d.get("ssh_port") or 22),
+            username=d.get("ssh_user"),
+            password=d.get("ssh_password"),
+            key_filename=os.path.expanduser(key) if key else None,
+            passphrase=d.get("ssh_key_password"),
+            allow_agent=bool(d.get("ssh_allow_agent", True)),
+            look_for_keys=not key,
+            timeout=30,
+        )
+    except Exception as e:  # noqa: BLE001 (paramiko and sockets raise many kinds)
+        client.close()
+        raise _Unreached(f"{type(e).__name__}: {e}") from None
     set_nodelay(client)
     user = d.get("ssh_user") or client.get_transport().get_username()
     argv, first = _argv(lock_script(timeout), d, user)
