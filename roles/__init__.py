@@ -21,3 +21,8 @@ def template(name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"template {name} not found in {TEMPLATES}")
     return str(path)
+
+
+# Owner and group of every file dlrig writes outside a user's home: pyinfra compares them with the
+# host's and chowns a file whose ownership drifted (plan shows it, apply repairs it), as for mode.
+ROOT_OWNED = {"user": "root", "group": "root"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.apt import AptSources
@@ -52,6 +52,7 @@ def base():
         apt_lock_timeout=host.data.apt_lock_timeout,
         archives=archives,
         mode="644",
+        **ROOT_OWNED,
     )
 
     audit = fact(DpkgAudit)
@@ -69,6 +70,7 @@ def base():
             src=str(Path(pem).expanduser()),
             dest=f"{CA_DIR}/dlrig-{i}-{stem}.crt",
             mode="644",
+            **ROOT_OWNED,
         ))
     if ca_results:
         server.shell(

@@ -21,7 +21,7 @@ from pyinfra.operations import apt, files, server
 
 from dlrig.engine import lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, fact
-from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.hostdata import owned_by, owner, setting
 
 # Miniforge3 24.11.3-0; checksum as published with the release (and in Arch's AUR PKGBUILD).
 # GitHub is unreachable from where dlrig is tested: bump both together, from the release's
@@ -131,10 +131,10 @@ def conda():
         ssl_verify=pyenv.SYSTEM_CA_BUNDLE if extra_cas else None,
         pkgs_dir=lockfile.cache_path(cache_dir, "conda") if cache_dir else None,
         mode="644",
-        user=user,
+        **owned_by(user),
     )
     bashrc = f"{pyenv.home_of(user)}/.bashrc"
-    files.file(name="the user's ~/.bashrc exists", path=bashrc, user=user, present=True)
+    files.file(name="the user's ~/.bashrc exists", path=bashrc, **owned_by(user), present=True)
     files.block(
         name="conda in the user's bash (~/.bashrc)",
         path=bashrc,

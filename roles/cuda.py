@@ -8,7 +8,7 @@ where the driver comes from Debian, else NVIDIA's repo, matching torch's CUDA).
 
 from __future__ import annotations
 
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.cuda import DEFAULTS
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
@@ -50,6 +50,7 @@ def cuda():
             bin_dir=bin_dir,
             lib_dir=lib_dir,
             mode="644",
+            **ROOT_OWNED,
         )
     else:
         files.file(name="no CUDA profile", path=PROFILE, present=False)

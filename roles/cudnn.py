@@ -7,7 +7,7 @@ the distro toolkit: Debian's ``nvidia-cudnn`` (contrib; it downloads cuDNN from 
 
 from __future__ import annotations
 
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.cudnn import DEFAULTS
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files
@@ -40,6 +40,7 @@ def cudnn():
             packages="libcudnn* cudnn*",
             pin=c.pin,
             mode="644",
+            **ROOT_OWNED,
         ))
     else:
         files.file(name="no cuDNN pin", path=PIN, present=False)

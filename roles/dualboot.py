@@ -22,6 +22,7 @@ import io
 import re
 import shlex
 
+from dlrig.roles import ROOT_OWNED
 from dlrig.roles.settings.dualboot import DEFAULTS, UID_FS
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
@@ -126,7 +127,7 @@ def dualboot():
                          commands=[f"timedatectl set-local-rtc {1 if host.data.rtc_local else 0}"])
         else:
             files.put(name=f"hardware clock in {'local time' if host.data.rtc_local else 'UTC'} (/etc/adjtime)",
-                      src=io.StringIO(new_adjtime), dest="/etc/adjtime", mode="644")
+                      src=io.StringIO(new_adjtime), dest="/etc/adjtime", mode="644", **ROOT_OWNED)
 
     # --- GRUB
     disks = list(host.data.data_disks)
@@ -138,7 +139,7 @@ def dualboot():
     dropin = files.put(name=f"GRUB settings ({GRUB_DROPIN})",
                        src=io.StringIO(render_grub(default=default, savedefault=save,
                                                    timeout=host.data.grub_timeout)),
-                       dest=GRUB_DROPIN, mode="644")
+                       dest=GRUB_DROPIN, mode="644", **ROOT_OWNED)
     if fact(Which, command="update-grub"):
         server.shell(name="update-grub", commands=["update-grub"],
                      _if=lambda: dropin.did_change() or (pkgs is not None and pkgs.did_change()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.pytorch import packages_command
 from dlrig.roles.settings.jupyter import DEFAULTS, PLAN_ONLY
 from pyinfra import host, logger
@@ -25,7 +25,7 @@ from pyinfra.operations.util import any_changed
 
 from dlrig.engine import passwords, pyenv
 from dlrig.engine.facts import PythonEnv, SystemdBooted, fact
-from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.hostdata import owned_by, owner, setting
 
 _PASSWORD_FIX = ("set jupyter_password_hash (python -c 'from jupyter_server.auth import passwd; print(passwd())') "
                  "or run `dlrig apply --jupyter-password-prompt`")
@@ -71,7 +71,7 @@ def jupyter():
             **as_user,
         )
 
-    files.directory(name="the user's ~/.jupyter", path=f"{home}/.jupyter", user=user)
+    files.directory(name="the user's ~/.jupyter", path=f"{home}/.jupyter", **owned_by(user))
     config = files.template(
         name="jupyter_server_config.py (password hash only)",
         src=template("jupyter_server_config.py.j2"),
@@ -81,7 +81,7 @@ def jupyter():
         root_dir=root_dir,
         password_hash=password_hash,
         mode="600",
-        user=user,
+        **owned_by(user),
     )
     unit = files.template(
         name=f"systemd unit {pyenv.JUPYTER_UNIT}",
@@ -89,6 +89,7 @@ def jupyter():
         dest=f"/etc/systemd/system/{pyenv.JUPYTER_UNIT}",
         mode="644",
         **_unit_vars(user, env_name, envp, root_dir, config_path),
+        **ROOT_OWNED,
     )
 
     wants = f"/etc/systemd/system/multi-user.target.wants/{pyenv.JUPYTER_UNIT}"

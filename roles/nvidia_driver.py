@@ -20,7 +20,7 @@ import re
 from io import StringIO
 from shlex import quote
 
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.apt import AptSources
@@ -81,13 +81,14 @@ def ensure_nvidia_repo(os_name: str) -> list:
         apt.packages(name="curl (download the repository key)", packages=["curl", "ca-certificates"],
                      no_recommends=True)
     ops = [
-        files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", mode="755"),
+        files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", mode="755", **ROOT_OWNED),
         files.download(
             name="NVIDIA repository key",
             src=key_url,
             dest=KEYRING,
             mode="644",
             sha256sum=setting("nvidia_repo_key_sha256"),
+            **ROOT_OWNED,
         ),
         files.template(
             name="NVIDIA CUDA repository (signed-by)",
@@ -97,6 +98,7 @@ def ensure_nvidia_repo(os_name: str) -> list:
             fingerprint=setting("nvidia_repo_key_fingerprint"),
             url=url,
             mode="644",
+            **ROOT_OWNED,
         ),
     ]
     host._dlrig_nvidia_repo = ops
@@ -213,6 +215,7 @@ def nvidia_driver():
             src=template("nvidia-blacklist-nouveau.conf.j2"),
             dest=NOUVEAU,
             mode="644",
+            **ROOT_OWNED,
         )
         server.shell(
             name="rebuild the initramfs without nouveau",
@@ -231,6 +234,7 @@ def nvidia_driver():
             dest=DRIVER_PIN,
             branch=d.branch,
             mode="644",
+            **ROOT_OWNED,
         ))
     else:
         files.file(name="no NVIDIA-repo driver pin", path=DRIVER_PIN, present=False)
@@ -294,6 +298,7 @@ def _debian_nonfree(res: Resolution) -> list:
                       f"{codename} {' '.join(need)}\n"),
         dest=NONFREE_LIST,
         mode="644",
+        **ROOT_OWNED,
     )]
 
 
@@ -308,9 +313,9 @@ def _mok_enrol(family: str, password: str) -> None:
     make_key = "dkms generate_mok" if family == "debian" else "update-secureboot-policy --new-key"
     # The password never appears in a command line: mokutil reads it (twice) from a 0600 file
     # uploaded over SFTP, removed right after, whatever mokutil's outcome.
-    files.directory(name="dlrig's private directory", path="/var/lib/dlrig", mode="700")
+    files.directory(name="dlrig's private directory", path="/var/lib/dlrig", mode="700", **ROOT_OWNED)
     files.put(name="stage the MOK password (0600, removed after use)",
-              src=StringIO(f"{password}\n{password}\n"), dest=MOK_PASSWORD_FILE, mode="600")
+              src=StringIO(f"{password}\n{password}\n"), dest=MOK_PASSWORD_FILE, mode="600", **ROOT_OWNED)
     k, pw = quote(key), quote(MOK_PASSWORD_FILE)
     server.shell(
         name="enrol the DKMS signing key (MOK): confirm at the MOK Manager screen on next boot",

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.power import DEFAULTS
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
@@ -47,13 +47,13 @@ def power():
             _if=any_changed(*masked),
         )
         files.template(name="logind ignores suspend keys and the lid", src=template("logind-dlrig.conf.j2"),
-                       dest=LOGIND_DROPIN, mode="644")
+                       dest=LOGIND_DROPIN, mode="644", **ROOT_OWNED)
         if "gdm3" in (fact(DebPackages) or {}):
             dconf = []
             if "dconf-cli" not in fact(DebPackages):
                 apt.packages(name="dconf-cli (dconf update)", packages=["dconf-cli"], no_recommends=True)
             dconf.append(files.template(name="GDM never suspends at the login screen",
-                                        src=template("gdm-dconf-power.j2"), dest=GDM_DCONF, mode="644"))
+                                        src=template("gdm-dconf-power.j2"), dest=GDM_DCONF, mode="644", **ROOT_OWNED))
             server.shell(name="dconf update", commands=["dconf update"], _if=any_changed(*dconf))
 
     iface = host.data.power_wol_interface
@@ -67,4 +67,4 @@ def power():
                               "set power_wol_interface to one listed by `ip link`")
         files.template(name=f"wake-on-LAN on {iface}", src=template("wol.link.j2"),
                        dest=f"/etc/systemd/network/50-dlrig-wol-{iface}.link", mode="644",
-                       iface=iface, mac=mac)
+                       iface=iface, mac=mac, **ROOT_OWNED)

@@ -27,7 +27,7 @@ from pyinfra.operations import files, server
 
 from dlrig.engine import lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, PythonEnv, fact
-from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.hostdata import owned_by, owner, setting
 from dlrig.engine.lockfacts import MissingFiles
 
 
@@ -86,7 +86,7 @@ def pytorch():
         )
 
     yml_path = f"{prefix}/dlrig/{env_name}.environment.yml"
-    files.directory(name="dlrig's folder in the conda prefix", path=f"{prefix}/dlrig", user=user)
+    files.directory(name="dlrig's folder in the conda prefix", path=f"{prefix}/dlrig", **owned_by(user))
     yml = files.template(
         name=f"environment.yml for {env_name}",
         src=template("environment.yml.j2"),
@@ -96,7 +96,7 @@ def pytorch():
         channels=list(setting("conda_channels")),
         torch_index=src.index_url,
         mode="644",
-        user=user,
+        **owned_by(user),
     )
     conda = f"{prefix}/bin/conda"
     create = ["env", "create", "-p", envp, "-f", yml_path]
@@ -137,7 +137,7 @@ def pytorch():
         src=StringIO(f"# Managed by dlrig (role pytorch)\n[global]\ncert = {pyenv.SYSTEM_CA_BUNDLE}\n{pip_cache}"),
         dest=f"{envp}/pip.conf",
         mode="644",
-        user=user,
+        **owned_by(user),
     )
 
     if locked is not None:

@@ -34,7 +34,7 @@ import io
 import re
 
 import jinja2
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.ssh import DEFAULTS
 from pyinfra import host
 from pyinfra import logger as log
@@ -323,8 +323,8 @@ def ssh():
     if fact(Sha1File, path=DROPIN) == hashlib.sha1(text.encode()).hexdigest():
         return
     old_ports = _dropin_ports(fact(Sha1File, path=DROPIN) is not None)
-    files.directory(name="staging directory", path="/var/lib/dlrig/ssh", mode="700")
-    files.put(name="stage the sshd drop-in", src=io.StringIO(text), dest=STAGING, mode="600")
+    files.directory(name="staging directory", path="/var/lib/dlrig/ssh", mode="700", **ROOT_OWNED)
+    files.put(name="stage the sshd drop-in", src=io.StringIO(text), dest=STAGING, mode="600", **ROOT_OWNED)
     want = "" if password is None else ("yes" if password else "no")
     server.shell(name=f"validate the whole config (sshd -t) and install {DROPIN}",
                  commands=[_sh(VALIDATE_AND_INSTALL, STAGING, DROPIN, MAIN_CONFIG, want, PREVIOUS)])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from dlrig.roles import template
+from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.unattended_upgrades import DEFAULTS, DRIVER_PACKAGE_PATTERNS
 from pyinfra import host
 from pyinfra.api import deploy
@@ -64,4 +64,5 @@ def unattended_upgrades():
         jinja_env_kwargs={"trim_blocks": True, "lstrip_blocks": True},
         blacklist=held_patterns(),
         reboot=host.data.unattended_upgrades_reboot,
+        **ROOT_OWNED,
     )

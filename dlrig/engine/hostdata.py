@@ -19,3 +19,15 @@ def owner() -> str:
     from dlrig.engine.facts import LoginUser, fact
 
     return setting("workstation_user") or host.data.get("ssh_user") or fact(LoginUser, _sudo=False)
+
+
+def owned_by(user: str) -> dict[str, str]:
+    """``user=``/``group=`` arguments for a file of ``user``'s: the user and their primary group
+    (from the host's passwd; the user alone where the host does not know them yet), so that
+    pyinfra repairs ownership drift of the file (chown) as it repairs its mode."""
+    from pyinfra.facts.server import Users
+
+    from dlrig.engine.facts import fact
+
+    group = ((fact(Users) or {}).get(user) or {}).get("group")
+    return {"user": user, "group": group} if group else {"user": user}

@@ -20,8 +20,10 @@ def test_apt_waits_for_the_lock_before_any_apt_command(os):
     ops = _ops(os)
     names = [o["operation"] for o in ops]
     assert names[0] == "apt waits for the dpkg lock"
-    assert 'DPkg::Lock::Timeout "600";' in ops[0]["commands"][1]
-    assert "/etc/apt/apt.conf.d/90dlrig" in ops[0]["commands"][1]
+    (upload,) = [c for c in ops[0]["commands"] if c.startswith("UPLOAD ")]
+    assert 'DPkg::Lock::Timeout "600";' in upload
+    assert "/etc/apt/apt.conf.d/90dlrig" in upload
+    assert "chown root:root /etc/apt/apt.conf.d/90dlrig" in ops[0]["commands"]  # ownership drift is repaired
     text = commands(ops)
     assert "install --no-install-recommends build-essential" in text
 
