@@ -124,7 +124,7 @@ def test_write_inventory_is_plain_python_with_merged_data(tmp_path):
                              host_data={"h2": {"jupyter_port": 9999, "gpu": None}})
     ns: dict = {}
     exec(compile(path.read_text(), str(path), "exec"), ns)
-    assert [name for name, _ in ns["hosts"]] == ["h1", "h2"]
+    assert [name for name, _ in ns["hosts"]] == ["@dlrig-ssh/h1", "@dlrig-ssh/h2"]  # pyinfra names them h1, h2
     h1, h2 = (d for _, d in ns["hosts"])
     assert h1 == {
         "ssh_hostname": "127.0.9.1", "ssh_user": "dlrig", "ssh_key": str(tmp_path / "k"),
