@@ -48,8 +48,23 @@ def load_inventory(spec: str, override_data: dict | None = None) -> list[HostSpe
         hosts = _pyinfra_inventory(spec, override_data)
     _check_duplicates(spec)
     if not hosts:
-        raise UserError(f"inventory {spec}: no hosts in it; list them in `hosts = [...]`")
+        raise UserError(f"inventory {spec}: no hosts in it; {_no_hosts_fix(spec)}")
     return hosts
+
+
+def _no_hosts_fix(spec: str) -> str:
+    """The fix for an inventory without hosts; a group written as a plain string is the usual slip."""
+    import ast
+
+    path = Path(spec)
+    if path.suffix == ".py" and path.is_file():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name) and not t.id.startswith("_")]
+                if names:
+                    return f"`{names[0]}` is a string, not a list: write `{names[0]} = [{node.value.value!r}]`"
+    return "list them in `hosts = [...]`"
 
 
 def _pyinfra_inventory(spec: str, override_data: dict | None) -> list[HostSpec]:

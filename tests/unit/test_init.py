@@ -70,3 +70,41 @@ def test_init_without_a_gpu_writes_the_cpu_only_profile_and_never_overwrites(tmp
     again = _init(tmp_path, "-o", str(out), "--no-jupyter-password", "--yes")
     assert again.returncode == 2
     assert again.stderr.strip() == f"dlrig: error: --output {out}: exists; choose another file or add --force"
+
+
+def test_ctrl_c_at_a_prompt_exits_130_and_writes_nothing(tmp_path):
+    """A real terminal (a pty): Ctrl-C at init's password prompt is an interruption (exit 130, one
+    line), not click's "Aborted!"/exit 1, and no inventory is written."""
+    import pty
+    import select
+    import time
+
+    out = tmp_path / "my-rig.py"
+    bin_dir = tmp_path / "fakebin"
+    _init(tmp_path, "--help")  # writes the fakes
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execvpe(sys.executable, [sys.executable, "-m", "dlrig", "init", "-o", str(out), "--no-authorized-key"], env)
+    seen, deadline = b"", time.monotonic() + 120
+    while b"Jupyter password" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    assert b"Jupyter password" in seen, seen
+    os.write(fd, b"\x03")
+    while select.select([fd], [], [], 30)[0]:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 130, seen
+    assert b"interrupted" in seen and b"Aborted!" not in seen, seen
+    assert not out.exists()
