@@ -29,24 +29,13 @@ from dlrig.engine import lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, PythonEnv, fact
 from dlrig.engine.hostdata import owned_by, owner, setting
 from dlrig.engine.lockfacts import MissingFiles
-
-
-def _resolution():
-    """The resolver's answer for this host; without a resolver only a cpu_only host can go on."""
-    try:
-        from dlrig.engine.stack import resolve_host
-    except ImportError:
-        if setting("cpu_only"):
-            return None  # pyenv.torch_source: variant "cpu"
-        raise DeployError("dlrig.gpu.resolver is missing: it picks the torch build for the driver; "
-                          "reinstall dlrig (pip install dlrig) or set cpu_only=True") from None
-    return resolve_host()
+from dlrig.engine.stack import resolve_host
 
 
 def _torch_source() -> pyenv.TorchSource:
     data = {k: setting(k) for k in ("pip_index_url", "pip_find_links", "torch_version", "cpu_only")}
     try:
-        return pyenv.torch_source(data, _resolution())
+        return pyenv.torch_source(data, resolve_host())
     except ValueError as e:
         raise DeployError(f"pytorch: {e}") from None
 
