@@ -50,6 +50,8 @@ def test_requirements_and_explicit_spec_from_the_lock():
     req = lockfile.requirements_text(ENTRY).splitlines()
     assert req[1:] == [f"fastai==2.8.12 --hash=sha256:{'b' * 64}", f"torch==2.13.0+cpu --hash=sha256:{'a' * 64}"]
     assert lockfile.explicit_text(ENTRY).splitlines()[0] == "@EXPLICIT"
+    # apply --locked installs uv first, alone, from its own hash-checked line
+    assert lockfile.requirements_text(ENTRY, only=("torch",)).splitlines()[1:] == [req[2]]
 
 
 def test_deb_file_names_escape_the_epoch_and_drop_the_arch_qualifier():
