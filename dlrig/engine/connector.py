@@ -4,13 +4,20 @@ Registered in pyproject as the ``dlrig-ssh`` entry point of the ``pyinfra.connec
 plain ``pyinfra INVENTORY deploys/workstation.py`` uses it as well as ``dlrig``. An inventory names
 a host ``"@dlrig-ssh/rig"``; the host is then called ``rig`` (not ``@dlrig-ssh/rig``), and every
 ``ssh_*`` setting works as with pyinfra's own ``ssh`` connector, which this one only extends.
+
+It also reads facts in batches while pyinfra prepares the operations (:mod:`dlrig.engine.factbatch`):
+a no-op run costs one SSH command for the facts the last run read, not one per fact.
 """
 
 from __future__ import annotations
 
+from pyinfra.api.command import StringCommand
 from pyinfra.api.exceptions import InventoryError
+from pyinfra.api.state import StateStage
 from pyinfra.connectors.ssh import SSHConnector
+from pyinfra.connectors.util import CommandOutput, OutputLine, make_unix_command_for_host
 
+from dlrig.engine import factbatch
 from dlrig.engine.tcp import set_nodelay
 
 NAME = "dlrig-ssh"
@@ -29,3 +36,57 @@ class DlrigSSHConnector(SSHConnector):
         super().connect()  # raises ConnectError when it cannot connect
         if self.client is not None:
             set_nodelay(self.client)
+
+    # --- fact reads while pyinfra prepares: one SSH command for the whole last run's reads ---------
+
+    # Arguments that make a command something other than a plain read (or need a prompt/askpass).
+    _NOT_BATCHED = ("_stdin", "_get_pty", "_sudo_password", "_su_password")
+
+    def _fact_command(self, command, print_output: bool, print_input: bool, arguments: dict) -> str | None:
+        """The exact command line a fact read sends, or None when it is not answered from a batch."""
+        if self.state is None or self.state.current_stage != StateStage.Prepare or print_output or print_input:
+            return None
+        if any(arguments.get(k) for k in self._NOT_BATCHED) or self.host.connector_data.get("prompted_sudo_password"):
+            return None
+        if arguments.get("_success_exit_codes") not in (None, [0]):
+            return None
+        # What pyinfra's own run_shell_command leaves out of the command line, the rest as it passes it.
+        unix = {k: v for k, v in arguments.items() if k not in ("_get_pty", "_timeout", "_stdin", "_success_exit_codes")}
+        return make_unix_command_for_host(self.state, self.host, command, **unix).get_raw_value()
+
+    def _record(self):
+        d = self.host.data
+        return factbatch.record_path(self.host.name, d.get("ssh_hostname"), d.get("ssh_port"), d.get("ssh_user"))
+
+    def _prefetch(self) -> None:
+        """Once per run: the last run's fact commands, in one SSH command."""
+        self._answers: dict[str, list[str]] = {}
+        self._seen: list[str] = []
+        commands = factbatch.load_record(self._record())
+        if not commands:
+            return
+        script, marker = factbatch.batch_script(commands)
+        ok, output = super().run_shell_command(StringCommand(script))
+        if ok:
+            self._answers = factbatch.parse_batch(output.stdout_lines, commands, marker)
+
+    def run_shell_command(self, command, print_output: bool = False, print_input: bool = False, **arguments):
+        raw = self._fact_command(command, print_output, print_input, arguments)
+        if raw is None:
+            return super().run_shell_command(command, print_output=print_output, print_input=print_input,
+                                             **arguments)
+        if not hasattr(self, "_answers"):
+            self._prefetch()
+        self._seen.append(raw)
+        if raw in self._answers:
+            return True, CommandOutput([OutputLine("stdout", line) for line in self._answers[raw]])
+        ok, output = super().run_shell_command(command, print_output=print_output, print_input=print_input,
+                                               **arguments)
+        if ok:  # read again in this prepare: the same answer (no operation has run yet)
+            self._answers[raw] = output.stdout_lines
+        return ok, output
+
+    def disconnect(self) -> None:
+        if getattr(self, "_seen", None):
+            factbatch.save_record(self._record(), self._seen)
+        super().disconnect()
