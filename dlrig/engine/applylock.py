@@ -89,11 +89,16 @@ def acquire(hosts: list, timeout_of, note=None) -> ApplyLocks:
     ``timeout_of(host)``: its ``apply_lock_timeout``; ``note(line)``: told when a host is busy and
     dlrig waits."""
     locks = ApplyLocks()
-    for h in sorted(hosts, key=lambda h: h.name):
-        if not lockable(h.name):
-            continue
+    ordered = [h for h in sorted(hosts, key=lambda h: h.name) if lockable(h.name)]
+    # The SSH connections (TCP, key exchange, auth: most of the time) are made side by side; the
+    # locks are then taken over them one host at a time, in name order.
+    clients = _connect_all([h for h in ordered if h.name != "@local"])
+    for h in ordered:
         try:
-            held, reason = _take(h, int(timeout_of(h)), note)
+            client = clients.get(h.name)
+            if isinstance(client, BaseException):
+                raise client
+            held, reason = _take(h, int(timeout_of(h)), note, client)
         except _Unreached as e:
             locks.unreached[h.name] = str(e)
             continue
@@ -115,10 +120,26 @@ def _busy(name: str, since: str) -> str:
             "wait for it to finish, or raise apply_lock_timeout")
 
 
-def _take(h, timeout: int, note) -> tuple[_Held | None, str]:
+def _connect_all(hosts: list) -> dict:
+    """{host name: its connected paramiko client, or the exception connecting raised}, made in parallel."""
+    if not hosts:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(h):
+        try:
+            return _connect_ssh(h)
+        except BaseException as e:  # noqa: BLE001 (returned, raised by the caller for its host)
+            return e
+
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        return dict(zip([h.name for h in hosts], pool.map(one, hosts)))
+
+
+def _take(h, timeout: int, note, client=None) -> tuple[_Held | None, str]:
     if h.name == "@local":
         return _take_local(h, timeout, note)
-    return _take_ssh(h, timeout, note)
+    return _take_ssh(h, timeout, note, client if client is not None else _connect_ssh(h))
 
 
 def _read_first_line(readline, name: str, timeout: int, note, poll) -> str:
@@ -170,7 +191,8 @@ def _outcome(name: str, line: str, finish, close) -> tuple[_Held | None, str]:
     return None, f"cannot take the apply lock on {name}: {line.strip() or (err[-1] if err else 'no answer')}"
 
 
-def _take_ssh(h, timeout: int, note) -> tuple[_Held | None, str]:
+def _connect_ssh(h):
+    """A paramiko client connected to the host as pyinfra would connect (its ``ssh_*`` data)."""
     import paramiko
 
     from dlrig.engine.tcp import set_nodelay
@@ -203,6 +225,11 @@ def _take_ssh(h, timeout: int, note) -> tuple[_Held | None, str]:
         client.close()
         raise _Unreached(f"{type(e).__name__}: {e}") from None
     set_nodelay(client)
+    return client
+
+
+def _take_ssh(h, timeout: int, note, client) -> tuple[_Held | None, str]:
+    d = h.data
     user = d.get("ssh_user") or client.get_transport().get_username()
     argv, first = _argv(lock_script(timeout), d, user)
     chan = client.get_transport().open_session()

@@ -15,7 +15,11 @@ from pyinfra.api.command import StringCommand
 from pyinfra.api.exceptions import InventoryError
 from pyinfra.api.state import StateStage
 from pyinfra.connectors.ssh import SSHConnector
-from pyinfra.connectors.util import CommandOutput, OutputLine, make_unix_command_for_host
+from pyinfra.connectors.util import (
+    CommandOutput,
+    OutputLine,
+    make_unix_command_for_host,
+)
 
 from dlrig.engine import factbatch
 from dlrig.engine.tcp import set_nodelay

@@ -28,7 +28,7 @@ COMMANDS = [
 
 def alone(command: str) -> list[str] | None:
     """What pyinfra gets from the command run by itself: its stdout lines (None when it failed)."""
-    r = subprocess.run(["sh", "-c", command], capture_output=True, stdin=subprocess.DEVNULL)
+    r = subprocess.run(["sh", "-c", command], capture_output=True, stdin=subprocess.DEVNULL, check=False)
     if r.returncode != 0:
         return None
     return factbatch.split_lines(r.stdout)
