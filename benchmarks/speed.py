@@ -1,6 +1,6 @@
 """How fast dlrig is against plain pyinfra and a raw shell script, on fresh test hosts.
 
-    sudo python3 benchmarks/speed.py [--repeats 5] [--first-run]
+    sudo python3 benchmarks/speed.py [--repeats 5] [--first-run | --first-run-only] [--before PYTHON]
 
 Prints one table (its output goes in the README's performance section). Every timing is a median
 of --repeats runs, the variants of a row interleaved (a, b, a, b, ...) so that load on the
@@ -13,7 +13,9 @@ machine hits them alike:
 - fact reads and SSH commands of one no-op run (``pyinfra --debug`` lines);
 - with --first-run: base+conda+pytorch+jupyter (cpu_only) on a bare host by ``dlrig apply`` and by
   a raw shell script doing the same installs (the local torch index and the Miniforge stand-in of
-  tests/fixtures), then no-op plan/apply of the whole non-GPU workstation on the dlrig host.
+  tests/fixtures), then no-op plan/apply of the whole non-GPU workstation on the dlrig host; and
+  the breakdown of both first runs: their longest steps (dlrig: pyinfra's operations, from
+  ``apply -v``; the raw script: its commands), timed as their output arrives.
 
 The firewall role is left out everywhere: test hosts share this machine's network stack, so ufw
 there would filter this machine. Measured, never asserted.
@@ -46,6 +48,7 @@ ML = "base,conda,pytorch,jupyter"
 NON_GPU = "base,conda,pytorch,jupyter,ssh,power,dualboot,unattended_upgrades"
 MACHINE_CAS = sorted(glob.glob("/usr/local/share/ca-certificates/*.crt"))
 SMALL = {"base_packages": ["jq"], "extra_ca_certificates": MACHINE_CAS}
+BREAKDOWN: list = []  # --first-run: (what, seconds, its longest steps)
 BEFORE: list[str] = [""]  # --before: another dlrig's python (e.g. one installed from the main branch)
 
 
@@ -91,14 +94,53 @@ def counts(inv: Path, roles: str) -> tuple[int, int, int]:
     return len(facts), len(set(facts)), len(re.findall(r"Running command on ", r.stderr))
 
 
+def timed_steps(cmd: list[str], start: str, input: str | None = None, timeout: int = 3600) -> tuple[float, list]:
+    """Run ``cmd``; its stderr lines matching ``start`` (a regex with one group: the step's name)
+    begin steps. (seconds in all, [(step, seconds), ...]); the time before the first step is
+    "(start, connect, facts)"."""
+    import threading
+
+    begin = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    if input is not None:
+        proc.stdin.write(input)
+    proc.stdin.close()
+    steps, current, since, tail = [], "(start, connect, facts)", begin, []
+    for line in proc.stderr:
+        tail = (tail + [line])[-40:]
+        m = re.match(start, line.rstrip("\n"))
+        if m:
+            now = time.monotonic()
+            steps.append((current, now - since))
+            current, since = m.group(1).strip(), now
+    rc = proc.wait(timeout=timeout)
+    reader.join()
+    end = time.monotonic()
+    steps.append((current, end - since))
+    if rc != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{''.join(out)[-1500:]}\n{''.join(tail)[-3000:]}")
+    return end - begin, steps
+
+
+def top_steps(steps: list, n: int = 8) -> list:
+    """The ``n`` longest steps (a step that recurs, e.g. one per host, summed), longest first."""
+    total: dict[str, float] = {}
+    for name, took in steps:
+        total[name] = total.get(name, 0.0) + took
+    return sorted(total.items(), key=lambda kv: -kv[1])[:n]
+
+
 # --- the raw script: base+conda+pytorch+jupyter as a person would type it ------------------------
 
 def raw_script(data: dict, home: str, yml: str) -> str:
     prefix, env = f"{home}/miniforge3", f"{home}/miniforge3/envs/dl"
     py = f"{env}/bin/python"
     cas = " ".join(f"/tmp/bench-ca-{i}.crt" for i in range(len(MACHINE_CAS)))
-    return "\n".join([
-        "set -eu",
+    steps = [
         f"sudo cp {cas} /usr/local/share/ca-certificates/ 2>/dev/null || true" if MACHINE_CAS else "true",
         "sudo update-ca-certificates >/dev/null",
         "sudo apt-get update -qq",
@@ -113,7 +155,10 @@ def raw_script(data: dict, home: str, yml: str) -> str:
         f"{py} -m pip install -q --index-url {data['pip_index_url']} torch=={data['torch_version']} torchvision",
         f"{py} -m pip install -q fastai ipykernel jupyterlab",
         f"{py} -m ipykernel install --user --name dl --display-name 'Python (dl)' >/dev/null",
-    ]) + "\n"
+    ]
+    # Each step announces itself on stderr (the breakdown: benchmarks/speed.py --first-run).
+    marked = [f"echo {shlex.quote('@@ ' + step.split(chr(10))[0][:70])} >&2\n{step}" for step in steps]
+    return "set -eu\n" + "\n".join(marked) + "\n"
 
 
 def first_run(pool, work: Path, repeats: int, rows: list) -> None:
@@ -142,13 +187,11 @@ def first_run(pool, work: Path, repeats: int, rows: list) -> None:
                             "-o", "UserKnownHostsFile=/dev/null", "-P", str(b.port), ca,
                             f"{b.user}@{b.address}:/tmp/bench-ca-{i}.crt"], check=True)
         script = raw_script(data, f"/home/{b.user}", yml)
-        start = time.monotonic()
-        r = subprocess.run(b.ssh_argv("bash -s"), input=script, capture_output=True, text=True, timeout=3600)
-        t_raw = time.monotonic() - start
-        if r.returncode != 0:
-            raise SystemExit(f"raw script failed:\n{r.stderr[-3000:]}")
-        t_dlrig = run(dlrig("apply", str(inv), "--roles", ML, "--yes"))
+        t_raw, raw_steps = timed_steps(b.ssh_argv("bash -s"), r"^@@ (.*)$", input=script)
+        t_dlrig, dlrig_steps = timed_steps(dlrig("apply", str(inv), "--roles", ML, "--yes", "-v"),
+                                           r"^--> Starting operation: (.*)$")
         rows.append((f"first run {ML} (cpu_only)", t_dlrig, "raw script", t_raw, 1))
+        BREAKDOWN[:] = [("dlrig apply", t_dlrig, top_steps(dlrig_steps)), ("raw script", t_raw, top_steps(raw_steps))]
         run(dlrig("apply", str(inv), "--roles", NON_GPU, "--yes"))
         sinv = stock(inv)
         m = medians({"dlrig plan": dlrig("plan", str(inv), "--roles", NON_GPU, "--json"),
@@ -164,6 +207,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--first-run", action="store_true", help="also base+conda+pytorch+jupyter vs a raw script")
+    ap.add_argument("--first-run-only", action="store_true", help="only the first run and its breakdown")
     ap.add_argument("--before", metavar="PYTHON",
                     help="also time this python's dlrig (e.g. an install of the main branch) on the same hosts")
     args = ap.parse_args()
@@ -175,6 +219,9 @@ def main() -> None:
         work = Path(tmp)
         pool = testing.HostPool(work / "hosts", testing.golden_image())
         try:
+            if args.first_run_only:
+                first_run(pool, work, args.repeats, rows)
+                return report(load, rows)
             hosts = pool.start_many(4)
             inv1 = testing.write_inventory(hosts[:1], work / "one.py", data=SMALL)
             inv4 = testing.write_inventory(hosts, work / "four.py", data=SMALL)
@@ -208,7 +255,10 @@ def main() -> None:
                 first_run(pool, work, args.repeats, rows)
         finally:
             pool.stop_all()
+    report(load, rows)
 
+
+def report(load, rows: list) -> None:
     print(f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)")
     print(f"{'what':46} {'dlrig':>8} {'against':>11} {'it':>8} {'ratio':>6} {'runs':>5}")
     for what, ours, other, theirs, n in rows:
@@ -218,6 +268,10 @@ def main() -> None:
         ratio = f"{ours / theirs:.2f}" if theirs else ""
         it = f"{theirs:8.2f}" if theirs else f"{'':>8}"
         print(f"{what:46} {ours:8.2f} {other:>11} {it} {ratio:>6} {n:>5}")
+    for what, total, steps in BREAKDOWN:
+        print(f"\nfirst run, {what}: {total:.1f} s; its longest steps:")
+        for name, took in steps:
+            print(f"  {took:7.1f} s  {name[:90]}")
 
 
 if __name__ == "__main__":
