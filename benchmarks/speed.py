@@ -96,8 +96,8 @@ def counts(inv: Path, roles: str) -> tuple[int, int, int]:
 
 def timed_steps(cmd: list[str], start: str, input: str | None = None, timeout: int = 3600) -> tuple[float, list]:
     """Run ``cmd``; its stderr lines matching ``start`` (a regex with one group: the step's name)
-    begin steps. (seconds in all, [(step, seconds), ...]); the time before the first step is
-    "(start, connect, facts)"."""
+    begin steps. (seconds in all, [(step, seconds), ...], stdout); the time before the first step
+    is "(start, connect, facts)"."""
     import threading
 
     begin = time.monotonic()
@@ -123,7 +123,7 @@ def timed_steps(cmd: list[str], start: str, input: str | None = None, timeout: i
     steps.append((current, end - since))
     if rc != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{''.join(out)[-1500:]}\n{''.join(tail)[-3000:]}")
-    return end - begin, steps
+    return end - begin, steps, "".join(out)
 
 
 def top_steps(steps: list, n: int = 8) -> list:
@@ -149,12 +149,16 @@ def raw_script(data: dict, home: str, yml: str) -> str:
         f"curl -fsSL -o /tmp/miniforge.sh {shlex.quote(data['conda_installer_url'])}",
         f"echo '{data['conda_installer_sha256']}  /tmp/miniforge.sh' | sha256sum -c - >/dev/null",
         f"bash /tmp/miniforge.sh -b -p {prefix} >/dev/null",
-        f"mkdir -p {prefix}/dlrig && cat > {prefix}/dlrig/dl.environment.yml <<'YML'\n{yml}YML",
+        # The heredoc's end on a line of its own (the template renders without a final newline):
+        # without it the rest of the script was heredoc text, never run (the 5.3x of 2026-11-28).
+        f"mkdir -p {prefix}/dlrig && cat > {prefix}/dlrig/dl.environment.yml <<'YML'\n{yml.rstrip(chr(10))}\nYML",
         f"{prefix}/bin/conda env create -p {env} -f {prefix}/dlrig/dl.environment.yml >/dev/null",
         f"printf '[global]\\ncert = /etc/ssl/certs/ca-certificates.crt\\n' > {env}/pip.conf",
         f"{py} -m pip install -q --index-url {data['pip_index_url']} torch=={data['torch_version']} torchvision",
         f"{py} -m pip install -q fastai ipykernel jupyterlab",
         f"{py} -m ipykernel install --user --name dl --display-name 'Python (dl)' >/dev/null",
+        # Proof that it all ran: the script fails unless the environment has what dlrig installs.
+        f"{py} -c 'import torch, torchvision, fastai, ipykernel, jupyterlab' && echo RAW-SCRIPT-DONE",
     ]
     # Each step announces itself on stderr (the breakdown: benchmarks/speed.py --first-run).
     marked = [f"echo {shlex.quote('@@ ' + step.split(chr(10))[0][:70])} >&2\n{step}" for step in steps]
@@ -187,8 +191,10 @@ def first_run(pool, work: Path, repeats: int, rows: list) -> None:
                             "-o", "UserKnownHostsFile=/dev/null", "-P", str(b.port), ca,
                             f"{b.user}@{b.address}:/tmp/bench-ca-{i}.crt"], check=True)
         script = raw_script(data, f"/home/{b.user}", yml)
-        t_raw, raw_steps = timed_steps(b.ssh_argv("bash -s"), r"^@@ (.*)$", input=script)
-        t_dlrig, dlrig_steps = timed_steps(dlrig("apply", str(inv), "--roles", ML, "--yes", "-v"),
+        t_raw, raw_steps, raw_out = timed_steps(b.ssh_argv("bash -s"), r"^@@ (.*)$", input=script)
+        if "RAW-SCRIPT-DONE" not in raw_out:
+            raise SystemExit(f"the raw script did not get to its end:\n{raw_out[-2000:]}")
+        t_dlrig, dlrig_steps, _ = timed_steps(dlrig("apply", str(inv), "--roles", ML, "--yes", "-v"),
                                            r"^--> Starting operation: (.*)$")
         rows.append((f"first run {ML} (cpu_only)", t_dlrig, "raw script", t_raw, 1))
         BREAKDOWN[:] = [("dlrig apply", t_dlrig, top_steps(dlrig_steps)), ("raw script", t_raw, top_steps(raw_steps))]
