@@ -11,6 +11,7 @@ a no-op run costs one SSH command for the facts the last run read, not one per f
 
 from __future__ import annotations
 
+from paramiko import SSHException
 from pyinfra.api.command import StringCommand
 from pyinfra.api.exceptions import InventoryError
 from pyinfra.api.state import StateStage
@@ -70,7 +71,10 @@ class DlrigSSHConnector(SSHConnector):
         if not commands:
             return
         script, marker = factbatch.batch_script(commands)
-        ok, output = super().run_shell_command(StringCommand(script))
+        try:
+            ok, output = super().run_shell_command(StringCommand(script), _timeout=factbatch.TIMEOUT)
+        except (TimeoutError, OSError, SSHException):  # then each read runs by itself, as without a batch
+            return
         if ok:
             self._answers = factbatch.parse_batch(output.stdout_lines, commands, marker)
 

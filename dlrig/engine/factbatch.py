@@ -24,6 +24,7 @@ import secrets
 from pathlib import Path
 
 MAX_COMMANDS = 400  # a record never grows past this (a safety bound, not a tuning knob)
+TIMEOUT = 300  # seconds for the whole batch; past it, every read runs by itself
 
 
 def record_dir() -> Path:
