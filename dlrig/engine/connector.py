@@ -72,11 +72,11 @@ class DlrigSSHConnector(SSHConnector):
             return
         script, marker = factbatch.batch_script(commands)
         try:
-            ok, output = super().run_shell_command(StringCommand(script), _timeout=factbatch.TIMEOUT)
+            _, output = super().run_shell_command(StringCommand(script), _timeout=factbatch.TIMEOUT)
         except (TimeoutError, OSError, SSHException):  # then each read runs by itself, as without a batch
             return
-        if ok:
-            self._answers = factbatch.parse_batch(output.stdout_lines, commands, marker)
+        # Each read's own status is in its line: parsed even when a part of the batch (sudo) failed.
+        self._answers = factbatch.parse_batch(output.stdout_lines, commands, marker)
 
     def run_shell_command(self, command, print_output: bool = False, print_input: bool = False, **arguments):
         raw = self._fact_command(command, print_output, print_input, arguments)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 from pathlib import Path
 
 MAX_COMMANDS = 400  # a record never grows past this (a safety bound, not a tuning knob)
@@ -49,8 +50,20 @@ def load_record(path: Path) -> list[str]:
     return commands[:MAX_COMMANDS]
 
 
+KEEP_DAYS = 30  # records of hosts not seen for this long are removed (test hosts come and go)
+
+
 def save_record(path: Path, commands: list[str]) -> None:
-    """Write the record (mode 0600: fact commands name paths on the host); best effort."""
+    """Write the record (mode 0600: fact commands name paths on the host); best effort. Records
+    untouched for :data:`KEEP_DAYS` days go."""
+    import time
+
+    try:
+        for old in path.parent.glob("*.json"):
+            if old.stat().st_mtime < time.time() - KEEP_DAYS * 86400:
+                old.unlink()
+    except OSError:
+        pass
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -62,19 +75,37 @@ def save_record(path: Path, commands: list[str]) -> None:
         pass
 
 
+# How pyinfra writes a read under ``_sudo`` (no other user, no password): ``sudo -H -n sh -c '...'``.
+SUDO = "sudo -H -n "
+
+
 def batch_script(commands: list[str], nonce: str | None = None) -> tuple[str, str]:
     """(the POSIX shell script that runs ``commands`` one after another, its marker).
 
     For command i the script prints one line ``MARKER i STATUS BASE64-OF-STDOUT``; stderr is dropped
     (pyinfra ignores a successful fact's stderr, and failed ones are run again by themselves).
+    The reads pyinfra runs as ``sudo -H -n sh -c ...`` run in one ``sudo -H -n sh -c`` (each in its
+    own ``sh -c`` under it: the same user, HOME and reset environment): one sudo for all, not one
+    each (sudo, PAM and its logging cost far more than the read). Without passwordless sudo that
+    part prints nothing and those reads run by themselves.
     """
     marker = nonce or "dlrig-batch-" + secrets.token_hex(8)
+    as_root = [(i, c[len(SUDO):]) for i, c in enumerate(commands) if c.startswith(SUDO + "sh -c ")]
+    rooted = {i for i, _ in as_root}
+    plain = [(i, c) for i, c in enumerate(commands) if i not in rooted]
+    script = _run_each(plain, marker)
+    if as_root:
+        script += f"{SUDO}sh -c {shlex.quote(_run_each(as_root, marker))} || true\n"
+    return script, marker
+
+
+def _run_each(numbered: list[tuple[int, str]], marker: str) -> str:
     lines = ['T=$(mktemp -d /tmp/dlrig-facts.XXXXXX) || exit 1', "trap 'rm -rf \"$T\"' EXIT"]
-    for i, command in enumerate(commands):
+    for i, command in numbered:
         # The command on lines of its own: a trailing comment or heredoc in it cannot eat the rest.
         lines += ["(", command, ') </dev/null >"$T/o" 2>/dev/null',
                   f'printf "%s {i} %s " {marker} "$?"', 'base64 -w0 <"$T/o"', "echo"]
-    return "\n".join(lines) + "\n", marker
+    return "\n".join(lines) + "\n"
 
 
 def split_lines(data: bytes) -> list[str] | None:

@@ -23,6 +23,10 @@ COMMANDS = [
     "printf 'd\\xc3\\xa9j\\xc3\\xa0 vu\\r\\n'",   # UTF-8 and a \r that paramiko keeps
     "sh -c 'echo \"$0\"' 'quoted arg'",       # quoting as pyinfra writes it
     "cat",                                     # stdin is /dev/null, as for a fact read
+    # Under pyinfra's sudo: these run in one shared sudo (HOME and user as with their own).
+    "sudo -H -n sh -c 'echo \"$HOME\"; id -un'",
+    "sudo -H -n sh -c 'echo root-part; exit 4'",
+    "sudo -H -n sh -c 'printf \"%s\\n\" \"$0\"' 'arg with '\"'\"'quote'",
 ]
 
 
@@ -46,6 +50,9 @@ def test_each_command_gets_what_it_gets_alone():
     assert answers["echo to-stderr >&2; echo out"] == ["out"]
     assert answers["sh -c 'echo \"$0\"' 'quoted arg'"] == ["quoted arg"]
     assert "echo partial; exit 3" not in answers and "printf '\\377\\376'" not in answers
+    assert answers["sudo -H -n sh -c 'echo \"$HOME\"; id -un'"] == ["/root", "root"]
+    assert "sudo -H -n sh -c 'echo root-part; exit 4'" not in answers
+    assert script.count("sudo -H -n sh -c") == 1  # one sudo for the three
 
 
 def test_forged_or_foreign_lines_are_ignored():
