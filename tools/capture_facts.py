@@ -27,7 +27,7 @@ LSPCI = ["0a:00.0 VGA compatible controller [0300]: NVIDIA Corporation TU104 [Ge
          "[10de:1e84] (rev a1)"]
 # A Debian kernel name per suite: the kernel linux-image-amd64 depends on in that suite (bookworm's
 # as recorded first; trixie's from `apt-cache depends linux-image-amd64` on the captured host).
-KERNELS = {"bookworm": "6.1.0-27-amd64", "trixie": "6.12.48+deb13-amd64"}
+KERNELS = {"bookworm": "6.1.0-27-amd64", "trixie": "6.12.118+deb13-amd64"}
 
 
 def commands() -> dict[str, str]:
