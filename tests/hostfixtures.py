@@ -1,4 +1,4 @@
-"""Pytest fixtures for dlrig test hosts (Debian 12 over real SSH, see dlrig.testing.nshost).
+"""Pytest fixtures for dlrig test hosts (Debian 12, or 13 where asked, over real SSH, see dlrig.testing.nshost).
 
 Imported into tests/conftest.py. Tests that start hosts are marked ``hosts`` and skip with a
 reason when this machine cannot run them (not root, debootstrap missing, ...).
@@ -17,10 +17,10 @@ from dlrig.testing import nshost as NSHOST
 from dlrig.testing import pool as POOL
 from dlrig.testing import system as SYSTEM
 
-__all__ = ["golden_image", "make_hosts"]
+__all__ = ["golden_image", "golden_image_trixie", "make_hosts"]
 
 MARKERS = {
-    "hosts": "starts Debian 12 test hosts (needs root, debootstrap, unshare, ssh, zstd)",
+    "hosts": "starts Debian test hosts (needs root, debootstrap, unshare, ssh, zstd)",
     "slow": "slow test (network downloads, big installs)",
     "vm": "boots qemu VMs (the VM tier, tests/vm: needs root, qemu-system-x86, ovmf, debootstrap)",
     "vm_full": "VM tests around the whole workstation on one shared VM (long under TCG; not in CI yet)",
@@ -47,24 +47,34 @@ def skip_unrunnable_host_tests(items: list[pytest.Item]) -> None:
             item.add_marker(marker)
 
 
-@pytest.fixture(scope="session")
-def golden_image() -> Path:
-    """The cached golden image (built once per recipe; DLRIG_CACHE, DLRIG_DEBIAN_MIRROR)."""
+def image_of(suite: str = IMAGE.SUITE) -> Path:
+    """The cached golden image of ``suite`` (built once per recipe; DLRIG_CACHE, DLRIG_DEBIAN_MIRROR)."""
     reason = SYSTEM.missing_requirements()
     if reason:
         pytest.skip(f"test hosts unavailable: {reason}")
-    return IMAGE.golden_image()
+    return IMAGE.golden_image(suite=suite)
+
+
+@pytest.fixture(scope="session")
+def golden_image() -> Path:
+    """The Debian 12 (bookworm) golden image."""
+    return image_of()
+
+
+@pytest.fixture(scope="session")
+def golden_image_trixie() -> Path:
+    """The Debian 13 (trixie) golden image."""
+    return image_of("trixie")
 
 
 @pytest.fixture
-def make_hosts(
-    golden_image: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., list[NSHOST.TestHost]]]:
-    """Factory: ``make_hosts(n, names=None, **pool_kw)`` -> started hosts, stopped at test end."""
+def make_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., list[NSHOST.TestHost]]]:
+    """Factory: ``make_hosts(n, names=None, suite="bookworm", **pool_kw)`` -> started hosts, stopped at test end."""
     pools: list[POOL.HostPool] = []
 
-    def make(n: int = 1, names: list[str] | None = None, **pool_kw) -> list[NSHOST.TestHost]:
-        pool = POOL.HostPool(tmp_path_factory.mktemp("hosts"), golden_image, **pool_kw)
+    def make(n: int = 1, names: list[str] | None = None, suite: str = IMAGE.SUITE,
+             **pool_kw) -> list[NSHOST.TestHost]:
+        pool = POOL.HostPool(tmp_path_factory.mktemp("hosts"), image_of(suite), **pool_kw)
         pools.append(pool)
         return pool.start_many(n, names)
 

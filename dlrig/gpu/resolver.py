@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from dlrig.gpu.table import GpuInfo, distro_drivers, recorded_branches
+from dlrig.gpu.table import GpuInfo, distro_cuda, distro_drivers, recorded_branches
 
 # --- tables -------------------------------------------------------------------------------------
 
@@ -52,16 +52,17 @@ OPEN_DEFAULT_FROM = 560
 OPEN_CAPABLE = {"turing", "ampere", "ada", "hopper", "blackwell"}
 OPEN_REQUIRED = {"blackwell"}
 
-# Supported OSes: the NVIDIA repo folder, what each source offers.
+# Supported OSes: the NVIDIA repo folder, what each source offers. Debian's own toolkit version
+# (distro_cuda) comes from the recorded Debian package lists (gpus.json), like its driver.
 OSES: dict[str, dict[str, Any]] = {
     "ubuntu-22.04": {"family": "ubuntu", "repo": "ubuntu2204", "default_source": "ubuntu",
                      "distro_cuda": "11.5", "distro_cuda_pkg": "nvidia-cuda-toolkit"},
     "ubuntu-24.04": {"family": "ubuntu", "repo": "ubuntu2404", "default_source": "ubuntu",
                      "distro_cuda": "12.0", "distro_cuda_pkg": "nvidia-cuda-toolkit"},
     "debian-12": {"family": "debian", "repo": "debian12", "default_source": "debian",
-                  "distro_cuda": "11.8", "distro_cuda_pkg": "nvidia-cuda-toolkit"},
+                  "distro_cuda": distro_cuda()["debian-12"], "distro_cuda_pkg": "nvidia-cuda-toolkit"},
     "debian-13": {"family": "debian", "repo": "debian13", "default_source": "debian",
-                  "distro_cuda": "12.4", "distro_cuda_pkg": "nvidia-cuda-toolkit"},
+                  "distro_cuda": distro_cuda()["debian-13"], "distro_cuda_pkg": "nvidia-cuda-toolkit"},
 }
 # Driver branches each source offers (ubuntu: Canonical's archive with signed linux-modules-nvidia;
 # debian: non-free nvidia-driver, 535.x in Debian 12, 550.x in Debian 13; nvidia: NVIDIA's CUDA repo).

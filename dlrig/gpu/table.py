@@ -138,6 +138,11 @@ def distro_drivers() -> dict[str, str]:
     return raw_table()["distro_drivers"]
 
 
+def distro_cuda() -> dict[str, str]:
+    """OS -> the CUDA release of its own nvidia-cuda-toolkit (Debian's), from the recorded lists."""
+    return raw_table()["distro_cuda"]
+
+
 def recorded_branches(flavor: str) -> tuple[int, ...]:
     """Driver branches whose supported-GPU list is recorded for a flavour (open | proprietary)."""
     return tuple(raw_table()["_sources"]["recorded_branches"][flavor])

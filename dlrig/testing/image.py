@@ -1,6 +1,8 @@
-"""The golden image of Debian 12 test hosts: debootstrap minbase + openssh-server, python3, sudo and a
+"""The golden image of Debian test hosts: debootstrap minbase + openssh-server, python3, sudo and a
 passwordless-sudo user ``dlrig`` with a generated ed25519 key, built once and cached as
-``golden-<recipe hash>.tar.zst`` (rebuilt when the recipe or the mirrors change)."""
+``golden-<recipe hash>.tar.zst`` (rebuilt when the recipe, the suite or the mirrors change).
+
+The suite is a parameter: Debian 12 (bookworm, the default) or Debian 13 (trixie), see ``SUITES``."""
 
 from __future__ import annotations
 
@@ -32,13 +34,15 @@ log = logging.getLogger(__name__)
 #: Bump to force a rebuild of every cached golden image.
 RECIPE_VERSION = 1
 SUITE = "bookworm"
+#: Debian suites a test host can run -> dlrig's OS name for it (dlrig.gpu.resolver.OSES).
+SUITES: dict[str, str] = {"bookworm": "debian-12", "trixie": "debian-13"}
 #: Packages added to debootstrap's minbase (keep it small: roles install the rest).
 PACKAGES: tuple[str, ...] = (
     "openssh-server",
     "python3",
     "sudo",
     "ca-certificates",
-    "systemd",  # a real Debian 12 has systemctl (enable works in a chroot, start does not)
+    "systemd",  # a real Debian has systemctl (enable works in a chroot, start does not)
     "iproute2",  # ss/ip: testinfra's socket checks
     "procps",  # ps: testinfra's process checks
 )
@@ -63,6 +67,12 @@ def default_security_mirror() -> str:
     return os.environ.get("DLRIG_DEBIAN_SECURITY_MIRROR") or DEFAULT_SECURITY_MIRROR
 
 
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise HostError(f"suite {suite!r} is not a test host suite; use one of {', '.join(SUITES)}")
+    return suite
+
+
 def sources_list(mirror: str, security_mirror: str) -> str:
     """The image's /etc/apt/sources.list (all four components, updates and security)."""
     return (
@@ -72,13 +82,25 @@ def sources_list(mirror: str, security_mirror: str) -> str:
     )
 
 
-def recipe_hash(mirror: str | None = None, security_mirror: str | None = None) -> str:
+def deb822_sources(mirror: str, security_mirror: str, suite: str) -> str:
+    """/etc/apt/sources.list.d/debian.sources of a newer suite: the same repositories in deb822,
+    the format apt 3 (Debian 13) recommends (``apt modernize-sources``)."""
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    return (
+        f"Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\nComponents: {COMPONENTS}\n"
+        f"Signed-By: {keyring}\n\n"
+        f"Types: deb\nURIs: {security_mirror}\nSuites: {suite}-security\nComponents: {COMPONENTS}\n"
+        f"Signed-By: {keyring}\n"
+    )
+
+
+def recipe_hash(mirror: str | None = None, security_mirror: str | None = None, suite: str = SUITE) -> str:
     """Hash of everything that shapes the image: recipe code, package list, suite, mirrors."""
     h = hashlib.sha256()
     for part in (
-        f"v{RECIPE_VERSION}", SUITE, COMPONENTS, ",".join(PACKAGES), USER, str(UID),
+        f"v{RECIPE_VERSION}", check_suite(suite), COMPONENTS, ",".join(PACKAGES), USER, str(UID),
         mirror or default_mirror(), security_mirror or default_security_mirror(),
-        inspect.getsource(sources_list), inspect.getsource(_build_rootfs),
+        inspect.getsource(sources_list), inspect.getsource(deb822_sources), inspect.getsource(_build_rootfs),
         inspect.getsource(add_test_user), inspect.getsource(strip_apt_lists),
     ):
         h.update(part.encode())
@@ -147,15 +169,16 @@ def golden_image(
     cache_dir: Path | None = None,
     mirror: str | None = None,
     security_mirror: str | None = None,
+    suite: str = SUITE,
 ) -> Path:
-    """Return the cached golden image for the current recipe, building it if missing.
+    """Return the cached golden image of ``suite`` for the current recipe, building it if missing.
 
     Concurrent callers (several pytest processes) wait on a lock and build only once.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     mirror = mirror or default_mirror()
     security_mirror = security_mirror or default_security_mirror()
-    digest = recipe_hash(mirror, security_mirror)
+    digest = recipe_hash(mirror, security_mirror, suite)
     image = cache_dir / f"golden-{digest}.tar.zst"
     if image.exists() and image_key(image).exists():
         return image
@@ -164,13 +187,13 @@ def golden_image(
         if image.exists() and image_key(image).exists():
             return image
         t0 = time.monotonic()
-        log.info("building golden image %s (debootstrap %s from %s)", image, SUITE, mirror)
-        _build_image(image, mirror, security_mirror)
+        log.info("building golden image %s (debootstrap %s from %s)", image, suite, mirror)
+        _build_image(image, mirror, security_mirror, suite)
         log.info("built %s in %.1f s", image, time.monotonic() - t0)
     return image
 
 
-def _build_image(image: Path, mirror: str, security_mirror: str) -> None:
+def _build_image(image: Path, mirror: str, security_mirror: str, suite: str = SUITE) -> None:
     """Build into a temp dir beside ``image``, then rename key and image into place."""
     _require_root()
     _require_tools("debootstrap", "ssh-keygen", "tar", "zstd", "chroot")
@@ -180,7 +203,7 @@ def _build_image(image: Path, mirror: str, security_mirror: str) -> None:
         key = tmp / "key"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{USER}@dlrig-test-hosts",
               "-f", str(key)], "ssh-keygen")
-        _build_rootfs(root, mirror, security_mirror, key.with_suffix(".pub").read_text())
+        _build_rootfs(root, mirror, security_mirror, key.with_suffix(".pub").read_text(), suite)
         packed = tmp / image.name
         _run(["tar", "--numeric-owner", "--one-file-system", "-I", "zstd -T0 -3", "-cpf",
               str(packed), "-C", str(root), "."], "packing the golden image")
@@ -198,12 +221,12 @@ def _build_image(image: Path, mirror: str, security_mirror: str) -> None:
         _safe_rmtree(tmp)
 
 
-def _build_rootfs(root: Path, mirror: str, security_mirror: str, pubkey: str) -> None:
-    """debootstrap a bookworm minbase into ``root`` and make it a test host."""
+def _build_rootfs(root: Path, mirror: str, security_mirror: str, pubkey: str, suite: str = SUITE) -> None:
+    """debootstrap a ``suite`` minbase into ``root`` and make it a test host."""
     root.mkdir(parents=True)
     try:
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-              SUITE, str(root), mirror], "debootstrap", env=_clean_env())
+              suite, str(root), mirror], "debootstrap", env=_clean_env())
     except HostError as e:
         tail = ""
         with contextlib.suppress(OSError):
@@ -215,7 +238,11 @@ def _build_rootfs(root: Path, mirror: str, security_mirror: str, pubkey: str) ->
              env=_clean_env(DEBIAN_FRONTEND="noninteractive"))
 
     etc = root / "etc"
-    (etc / "apt/sources.list").write_text(sources_list(mirror, security_mirror))
+    if suite == SUITE:
+        (etc / "apt/sources.list").write_text(sources_list(mirror, security_mirror))
+    else:  # Debian 13: deb822 only, so the roles meet the format a Debian 13 host has
+        (etc / "apt/sources.list").unlink(missing_ok=True)
+        (etc / "apt/sources.list.d/debian.sources").write_text(deb822_sources(mirror, security_mirror, suite))
     policy = root / "usr/sbin/policy-rc.d"  # package installs must not start daemons here
     policy.write_text("#!/bin/sh\n# dlrig test host: never start services\nexit 101\n")
     policy.chmod(0o755)

@@ -45,12 +45,29 @@ def test_sources_list_has_all_components_updates_and_security():
     ]
 
 
+def test_suite_is_part_of_the_recipe_and_checked():
+    m, s = "http://m/debian", "http://s/debian-security"
+    assert IMAGE.recipe_hash(m, s) == IMAGE.recipe_hash(m, s, "bookworm")
+    assert IMAGE.recipe_hash(m, s, "trixie") != IMAGE.recipe_hash(m, s, "bookworm")
+    with pytest.raises(SYSTEM.HostError, match="suite 'sid' is not a test host suite; use one of bookworm, trixie"):
+        IMAGE.recipe_hash(m, s, "sid")
+
+
+def test_deb822_sources_of_a_newer_suite_name_updates_and_security():
+    text = IMAGE.deb822_sources("http://m/debian", "http://s/debian-security", "trixie")
+    stanzas = [dict(line.split(": ", 1) for line in st.splitlines()) for st in text.strip().split("\n\n")]
+    assert [(st["URIs"], st["Suites"]) for st in stanzas] == [
+        ("http://m/debian", "trixie trixie-updates"), ("http://s/debian-security", "trixie-security")]
+    assert all(st["Components"] == "main contrib non-free non-free-firmware" and st["Types"] == "deb"
+               for st in stanzas)
+
+
 @pytest.fixture
 def fake_builds(monkeypatch):
     """Replace the real (debootstrap) build with a fast fake; record the images it built."""
     built: list[tuple[Path, str]] = []
 
-    def fake_build(image: Path, mirror: str, security_mirror: str) -> None:
+    def fake_build(image: Path, mirror: str, security_mirror: str, suite: str = IMAGE.SUITE) -> None:
         time.sleep(0.2)  # long enough for concurrent callers to pile up on the lock
         IMAGE.image_key(image).write_text("key")
         image.write_text(mirror)

@@ -15,7 +15,7 @@ def _ops(os, **kw):
     return plan([fake_host("rig", os, **kw)], ["base"])["rig"]
 
 
-@pytest.mark.parametrize("os", ["ubuntu-22.04", "ubuntu-24.04", "debian-12"])
+@pytest.mark.parametrize("os", ["ubuntu-22.04", "ubuntu-24.04", "debian-12", "debian-13"])
 def test_apt_waits_for_the_lock_before_any_apt_command(os):
     ops = _ops(os)
     names = [o["operation"] for o in ops]

@@ -167,6 +167,21 @@ def test_debian_adds_nonfree_and_uses_distro_toolkit():
     assert "nvidia-cudnn" in commands(ops, "cudnn")
 
 
+def test_debian_13_deb822_host_gets_its_own_driver_and_toolkit():
+    # the captured Debian 13 host lists contrib non-free in deb822 debian.sources: nothing to add
+    ops = _ops("debian-13")
+    drv = commands(ops, "nvidia_driver")
+    assert "dlrig-debian-nonfree" not in drv
+    assert "install nvidia-driver nvidia-smi nvidia-persistenced" in drv
+    assert "linux-headers-6.12.118+deb13-amd64" in drv
+    assert "install nvidia-cuda-toolkit" in commands(ops, "cuda")
+    main_only = {"##PYINFRA_FILE": ["##PYINFRA_FILE /etc/apt/sources.list.d/debian.sources", "Types: deb",
+                                    "URIs: http://deb.debian.org/debian", "Suites: trixie",
+                                    "Components: main"]}  # FAKE: a main-only deb822 host
+    added = commands(_ops("debian-13", facts=main_only), "nvidia_driver")
+    assert "deb http://deb.debian.org/debian trixie contrib non-free non-free-firmware" in added
+
+
 def test_cpu_only_does_nothing_gpu_related():
     assert _ops("ubuntu-22.04", cpu_only=True) == []
 

@@ -30,7 +30,7 @@ def names(ops, role):
     return [o["operation"] for o in ops if o["role"] == role]
 
 
-@pytest.mark.parametrize("os", ["ubuntu-22.04", "ubuntu-24.04", "debian-12"])
+@pytest.mark.parametrize("os", ["ubuntu-22.04", "ubuntu-24.04", "debian-12", "debian-13"])
 def test_gpu_host_fresh_gets_a_cuda_torch_from_the_resolvers_index(os):
     ops = ops_of(os)
     text = commands(ops, "pytorch")

@@ -46,8 +46,9 @@ def test_parsers_on_the_recorded_sources():
     assert "1b80" not in opn  # Pascal: never in the open modules
     pci = gen.parse_pci_ids((SOURCES / "pci.ids" / "10de.ids").read_text())
     assert pci["2e12"] == ("GB20B", "GB10") and gen.base_chip(pci["1eb8"][0]) == "TU104"
-    assert gen.parse_debian((SOURCES / "debian" / "nvidia-driver.txt").read_text()) == {
-        "debian-12": "535.261.03", "debian-13": "550.163.01"}
+    debian = (SOURCES / "debian" / "nvidia-driver.txt").read_text()
+    assert gen.parse_debian(debian) == {"debian-12": "535.261.03", "debian-13": "550.163.01"}
+    assert gen.parse_debian(debian, "nvidia-cuda-toolkit") == {"debian-12": "11.8.0", "debian-13": "12.4.1"}
 
 
 # --- floors against the recorded lists, read here with a scan of our own -------------------------
