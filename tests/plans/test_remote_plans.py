@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 
 import pytest
 from dlrig.roles import ssh as ssh_role
@@ -76,6 +77,95 @@ def test_ssh_converged_host_plans_nothing():
              re.compile(r"sha1sum /etc/ssh/sshd_config.d/00-dlrig.conf"): [f"{sha}  /etc/ssh/sshd_config.d/00-dlrig.conf"]}
     ops = plan([fake_host("rig", "ubuntu-24.04", facts=facts, ssh_user="me")], roles=["ssh"])["rig"]
     assert _ops(ops, "ssh") == []
+
+
+def _sshd(*lines: str) -> dict:
+    """FAKE ``sshd -T`` answers (SshdAccess's script, matched by its tag) for the lock-out guards."""
+    return {"dlrig-sshd": list(lines)}
+
+
+def _ssh_plan(facts: dict, **data):
+    return plan([fake_host("rig", "ubuntu-24.04", facts={**CONN, "getent passwd": ["KEYS 1"], "echo $USER": ["me"], **facts},
+                           ssh_user="me", **data)], roles=["ssh"])["rig"]
+
+
+def _rsa_key(tmp_path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", "old@laptop",
+                    "-f", str(tmp_path / "k")], check=True)
+    return (tmp_path / "k.pub").read_text().strip()
+
+
+def test_ssh_keeps_the_port_the_connection_came_in_on_over_ssh_port(caplog):
+    """Connected on 2222 while ssh_port says 22 (a port forward): sshd stays on 2222, with a warning."""
+    text = commands(_ssh_plan({"SSHCONN": ["SSHCONN 10.0.0.2 50000 10.0.0.1 2222"]}, ssh_port=22), "ssh")
+    assert "Port 2222\n" in text and "Port 22\n" not in text
+    assert "connected to port 22 but sshd received it on 2222 (port forwarding?)" in caplog.text
+
+
+def test_ssh_no_port_warning_when_the_ports_agree(caplog):
+    _ssh_plan({"SSHCONN": ["SSHCONN 10.0.0.2 50000 10.0.0.1 2222"]}, ssh_port=2222)
+    assert "port forwarding" not in caplog.text
+
+
+@pytest.mark.parametrize("bad_line", [1, 3])
+def test_ssh_shows_the_drop_in_line_sshd_rejects(bad_line):
+    """sshd -t's message names a line of the candidate drop-in: the refusal quotes that line
+    (first and last line of the candidate: Port 22 ... PermitRootLogin no)."""
+    lines = ssh_role.render_dropin(ports=[22], permit_root_login="no", password_authentication=None,
+                                   extra_config=[]).splitlines()
+    n = {1: 1, 3: len(lines)}[bad_line]
+    msg = f"{ssh_role.DROPIN} line {n}: Bad configuration option"
+    with pytest.raises(DeployError, match="sshd -t rejected the new config") as e:
+        _ssh_plan({**_sshd("GROUPS me me", f"INVALID me {msg}"), "getent passwd": ["KEYS 0"]})
+    assert f"(the line is {lines[n - 1].strip()!r})" in str(e.value)
+
+
+def test_ssh_refuses_an_owner_key_type_the_new_sshd_does_not_accept(tmp_path):
+    rsa = _rsa_key(tmp_path)
+    facts = _sshd("GROUPS me me", "CUR me pubkeyauthentication yes", "NEW me pubkeyauthentication yes",
+                  "NEW me pubkeyacceptedalgorithms ssh-ed25519,sk-ssh-ed25519@openssh.com")
+    with pytest.raises(DeployError, match=r"ssh_authorized_keys key 1 .*does not accept ssh-rsa keys"):
+        _ssh_plan(facts, ssh_authorized_keys=[rsa])
+    # the same sshd with an ed25519 key, or accepting RSA signatures: planned
+    assert _ops(_ssh_plan(facts, ssh_authorized_keys=[KEY]), "ssh")
+    ok = _sshd("GROUPS me me", "CUR me pubkeyauthentication yes", "NEW me pubkeyauthentication yes",
+               "NEW me pubkeyacceptedalgorithms ssh-ed25519,rsa-sha2-512")
+    assert _ops(_ssh_plan(ok, ssh_authorized_keys=[rsa]), "ssh")
+
+
+def test_ssh_judges_the_owners_keys_by_the_owners_own_sshd_settings():
+    """dlrig logs in as admin; the owner alice gets a Match block turning key login off: refused
+    (alice's settings decide, not admin's)."""
+    facts = {"echo $USER": ["admin"],
+             **_sshd("GROUPS admin admin,sudo", "CUR admin pubkeyauthentication yes",
+                     "NEW admin pubkeyauthentication yes", "GROUPS alice alice",
+                     "CUR alice pubkeyauthentication yes", "NEW alice pubkeyauthentication no")}
+    with pytest.raises(DeployError, match="password login would go off while key login is off for alice"):
+        _ssh_plan(facts, workstation_user="alice", ssh_authorized_keys=[KEY])
+
+
+def _owner_alice(*alice: str) -> dict:
+    """dlrig logs in as admin by key (its access unchanged); the owner is alice with these sshd -T lines."""
+    return {"echo $USER": ["admin"],
+            **_sshd("GROUPS admin admin,sudo", "CUR admin pubkeyauthentication yes",
+                    "NEW admin pubkeyauthentication yes", "GROUPS alice alice", *alice)}
+
+
+@pytest.mark.parametrize("pubkey", [["NEW alice pubkeyauthentication no"], []])
+def test_ssh_refuses_password_off_when_the_owners_key_login_would_be_off(pubkey):
+    """pubkeyauthentication no (or none at all) for the owner while password login goes off."""
+    with pytest.raises(DeployError, match="password login would go off while key login is off for alice"):
+        _ssh_plan(_owner_alice("CUR alice pubkeyauthentication yes", *pubkey), workstation_user="alice",
+                  ssh_authorized_keys=[KEY])
+
+
+def test_ssh_owner_key_login_on_or_password_kept_plans_the_drop_in():
+    on = _owner_alice("CUR alice pubkeyauthentication yes", "NEW alice pubkeyauthentication yes")
+    assert "stage the sshd drop-in" in _ops(_ssh_plan(on, workstation_user="alice", ssh_authorized_keys=[KEY]), "ssh")
+    # password login stays on: the owner's key login going off locks nobody out
+    off = _owner_alice("CUR alice pubkeyauthentication yes", "NEW alice pubkeyauthentication no")
+    assert "stage the sshd drop-in" in _ops(_ssh_plan(off, workstation_user="alice", ssh_authorized_keys=[KEY],
+                                                      ssh_password_authentication=True), "ssh")
 
 
 # ---------------------------------------------------------------- firewall
