@@ -94,10 +94,21 @@ def cudnn(packages, dev: bool = True) -> list[str]:
     return [p for p in packages if dev or not p.endswith("-dev")]
 
 
-def for_resolution(res, **driver_options) -> dict:
+def for_resolution(res, cudnn_dev: bool = True, **driver_options) -> dict:
     """``{"driver": [...], "cuda": [...], "cudnn": [...]}`` (empty lists for parts not installed)."""
     return {
         "driver": driver(res, **driver_options),
         "cuda": cuda(res.cuda.version, res.cuda.source) if res.cuda else [],
-        "cudnn": cudnn(res.cudnn.packages) if res.cudnn else [],
+        "cudnn": cudnn(res.cudnn.packages, cudnn_dev) if res.cudnn else [],
     }
+
+
+def with_packages(res, **options) -> dict:
+    """The resolution's JSON with ``packages`` (apt names on that OS) under driver, cuda and cudnn
+    (``options``: :func:`for_resolution`'s; none: a desktop on the GA kernel, the default settings)."""
+    j = res.as_json()
+    names = for_resolution(res, **options)
+    for part in ("driver", "cuda", "cudnn"):
+        if j[part]:
+            j[part]["packages"] = names[part]
+    return j

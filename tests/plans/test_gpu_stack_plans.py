@@ -6,9 +6,13 @@ Debian paths also run on real test hosts (tests/hosts/test_gpu_stack_hosts.py).
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from tests.plans.harness import commands, fake_host, plan
+import pytest
+from dlrig.cli.resolve import _print_doctor
+from dlrig.deploys import deploy_file, report_name
+
+from tests.plans.harness import commands, fake_host, plan, run_deploy_file
 from tests.ubuntu_sources import exists, ubuntu_drivers_install
 
 ROLES = ["nvidia_driver", "cuda", "cudnn"]
@@ -202,3 +206,22 @@ def test_ubuntu_source_installs_what_ubuntu_drivers_would(os_name, kernel, flavo
     assert line.split(" install ")[1].split() == want
     assert not any(n.endswith("-open") for n in line.split() if n.startswith(("nvidia-utils", "libnvidia", "xserver")))
 
+
+
+def test_doctor_plan_lists_the_packages_this_hosts_settings_install(tmp_path, capsys):
+    """dlrig doctor's plan names the apt packages of driver, cuda and cudnn as this host would get them
+    (headless, no cuDNN headers, its 6.8 GA kernel), and its text output shows them."""
+    run_deploy_file(fake_host("h", "ubuntu-24.04", facts={"lspci": LSPCI["2070s"]}, dlrig_doctor_out=str(tmp_path),
+                              driver_headless=True, cudnn_dev=False), deploy_file("doctor"))
+    report = json.loads((tmp_path / report_name("@fake/h")).read_text())
+    plan_ = report["resolution"]
+    want = ubuntu_drivers_install(580, open_=True, server=False, headless=True, kernel_flavour="generic")
+    assert all(exists("ubuntu-24.04", n) for n in want)
+    assert plan_["driver"]["packages"] == want
+    assert plan_["cuda"]["packages"] == [f"cuda-toolkit-{plan_['cuda']['version'].replace('.', '-')}"]
+    assert plan_["cudnn"]["packages"] and not any(p.endswith("-dev") for p in plan_["cudnn"]["packages"])
+    _print_doctor("h", report)
+    out = capsys.readouterr().out
+    assert f"plan driver  580 open from ubuntu ({', '.join(want)})" in out
+    assert f"plan cuda    {plan_['cuda']['version']} (nvidia: {plan_['cuda']['packages'][0]})" in out
+    assert f"plan cudnn   {plan_['cudnn']['version']} ({', '.join(plan_['cudnn']['packages'])})" in out
