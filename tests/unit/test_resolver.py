@@ -151,3 +151,30 @@ def test_driver_changed_hosts_reads_apply_results():
     ]}
     assert driver_changed_hosts(results) == ["a", "c"]
     assert driver_changed_hosts(None) == []
+
+
+@pytest.mark.parametrize("os_name, torch, note", [
+    ("debian-13", "2.5", False),  # nvcc 12.4, torch cu124: the same CUDA
+    ("debian-13", "2.7", True),   # nvcc 12.4 newer than torch's cu118
+    ("ubuntu-22.04", None, True),  # nvcc 11.5 older than torch's CUDA
+])
+def test_distro_toolkit_notes_only_a_cuda_mismatch_with_torch(os_name, torch, note):
+    res = resolve([lookup("RTX 2070 Super")], os_name, cuda_source="distro", torch=torch)
+    cuda = res.torch.variant[2:4] + "." + res.torch.variant[4:]
+    assert (res.cuda.source, (cuda != res.cuda.version)) == ("distro", note)
+    assert any(n.startswith(f"nvcc is CUDA {res.cuda.version} ") for n in res.notes) is note
+    # the driver serves the distro toolkit at GA level (22.04's 11.5 on 580, 13's 12.4 on 550): no limits note
+    assert not any("wants driver" in n for n in res.notes)
+
+
+def test_flavor_switches_to_open_at_the_cards_open_floor():
+    """Open from the first branch NVIDIA's open list names the card, and never before R560 (NVIDIA's
+    switch of the default to the open modules)."""
+    import dataclasses
+
+    from dlrig.gpu.resolver import flavor_for
+
+    g = dataclasses.replace(lookup("RTX 2070 Super"), open_floor=570)
+    assert [flavor_for([g], b) for b in (565, 570, 580)] == ["proprietary", "open", "open"]
+    early = dataclasses.replace(g, open_floor=515)
+    assert flavor_for([early], 555) == "proprietary" and flavor_for([early], 560) == "open"
