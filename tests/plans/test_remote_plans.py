@@ -168,6 +168,68 @@ def test_ssh_owner_key_login_on_or_password_kept_plans_the_drop_in():
                                                       ssh_password_authentication=True), "ssh")
 
 
+def _upload(ops) -> str:
+    return commands(ops, "ssh").split("UPLOAD /var/lib/dlrig/ssh/00-dlrig.conf", 1)[1].split("chmod", 1)[0]
+
+
+@pytest.mark.parametrize("data, refused", [
+    ({"ssh_authorized_keys": [KEY]}, True),
+    ({"ssh_password_authentication": False}, True),
+    ({}, False),  # nothing to install for the user and passwords left alone: planned
+])
+def test_ssh_owner_must_exist_when_keys_or_password_off_need_them(data, refused):
+    facts = {"getent passwd": ["NOUSER"]}
+    if refused:
+        with pytest.raises(DeployError, match="user me does not exist on"):
+            _ssh_plan(facts, **data)
+    else:
+        assert "PasswordAuthentication" not in _upload(_ssh_plan(facts, **data))
+
+
+def test_ssh_auto_turns_passwords_off_when_the_owner_already_has_a_key(caplog):
+    assert "PasswordAuthentication no\nKbdInteractiveAuthentication no" in _upload(_ssh_plan({}))
+    # ... unless dlrig itself logs in with a password: left on, with a warning
+    ops = _ssh_plan({}, ssh_password="pw")
+    assert "PasswordAuthentication" not in _upload(ops)
+    assert "dlrig logs in as me with a password: password login left on" in caplog.text
+
+
+def test_ssh_root_login_off_refused_only_while_pyinfra_is_root():
+    with pytest.raises(DeployError, match="refusing PermitRootLogin no while pyinfra logs in as root"):
+        _ssh_plan({"echo $USER": ["root"]}, ssh_permit_root_login="no")
+    assert "PermitRootLogin prohibit-password" in _upload(
+        _ssh_plan({"echo $USER": ["root"]}, ssh_permit_root_login="prohibit-password"))
+
+
+def test_ssh_refuses_a_key_whose_from_option_excludes_this_controller():
+    """CONN: the controller is 192.168.1.20."""
+    with pytest.raises(DeployError, match=r'from="10\.0\.0\.0/8" excludes this controller \(192\.168\.1\.20\)'):
+        _ssh_plan({}, ssh_authorized_keys=[f'from="10.0.0.0/8" {KEY}'])
+    assert _ops(_ssh_plan({}, ssh_authorized_keys=[f'from="192.168.1.0/24" {KEY}']), "ssh")
+
+
+def test_ssh_says_how_the_owner_logs_in_when_dlrig_uses_another_login(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    on = _owner_alice("CUR alice pubkeyauthentication yes", "NEW alice pubkeyauthentication yes")
+    _ssh_plan(on, workstation_user="alice", ssh_authorized_keys=[KEY])
+    assert "the owner alice logs in by key\n" in caplog.text + "\n"
+    caplog.clear()
+    _ssh_plan(on, workstation_user="alice", ssh_authorized_keys=[KEY], ssh_password_authentication=True)
+    assert "the owner alice logs in by key or password" in caplog.text
+
+
+@pytest.mark.parametrize("old, moved", [("Port 22", "0"), ("Port 2022", "1")])
+def test_ssh_reload_regenerates_the_socket_only_when_the_ports_change(old, moved):
+    """A drop-in is in place (another version of it): its Port lines decide whether sshd's ports move."""
+    facts = {re.compile(r"sha1sum /etc/ssh/sshd_config.d/00-dlrig.conf"): ["0" * 40 + "  /etc/ssh/sshd_config.d/00-dlrig.conf"],
+             "cat /etc/ssh/sshd_config.d/00-dlrig.conf": ["# Managed by dlrig", old, "PermitRootLogin no"]}
+    ops = _ssh_plan(facts)
+    (reload,) = [o for o in ops if o["operation"] == "reload sshd (live sessions survive)"]
+    assert reload["commands"][0].endswith(f"dlrig-ssh {moved}")
+
+
 # ---------------------------------------------------------------- firewall
 
 def test_firewall_ssh_limit_first_enable_last_no_jupyter_on_loopback():
