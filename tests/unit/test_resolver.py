@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -178,3 +179,40 @@ def test_flavor_switches_to_open_at_the_cards_open_floor():
     assert [flavor_for([g], b) for b in (565, 570, 580)] == ["proprietary", "open", "open"]
     early = dataclasses.replace(g, open_floor=515)
     assert flavor_for([early], 555) == "proprietary" and flavor_for([early], 560) == "open"
+
+
+def test_cpu_only_is_a_property_of_the_resolution():
+    assert resolve([lookup("RTX 4090")], "ubuntu-24.04").cpu_only is False
+    assert resolve([], "ubuntu-24.04", cpu_only=True).cpu_only is True
+
+
+def test_python_refusal_points_at_the_newest_torch_for_that_python():
+    """Python 3.8 is the lowest Python of torch 2.0-2.4 (pytorch RELEASE.md, dlrig's TORCH table)."""
+    newest_38 = max((t for t, (lo, hi, _) in TORCH.items() if lo == "3.8"), key=lambda t: tuple(map(int, t.split("."))))
+    with pytest.raises(ResolveError, match=rf"not 3\.8; use Python 3\.10-3\.15 or torch {re.escape(newest_38)}$"):
+        resolve([lookup("RTX 4090")], "ubuntu-24.04", torch="2.14", python="3.8")
+
+
+@pytest.mark.parametrize("release", ["ubuntu-22.04", "ubuntu-24.04"])
+def test_ubuntu_source_offers_only_branches_ubuntu_packages(release):
+    """Every branch the resolver takes from Ubuntu has its nvidia-driver-B in the recorded package lists."""
+    from dlrig.gpu.resolver import SOURCE_BRANCHES
+
+    from tests.ubuntu_sources import binaries
+
+    names = binaries(release)
+    assert [b for b in SOURCE_BRANCHES["ubuntu"][release] if f"nvidia-driver-{b}" not in names] == []
+
+
+@pytest.mark.parametrize("others", [["GTX 980"], ["RTX 3090"]])
+def test_kepler_refusal_names_only_the_kepler_cards(others):
+    with pytest.raises(ResolveError) as e:
+        resolve([lookup("GTX 780")] + [lookup(n) for n in others], "ubuntu-24.04")
+    assert str(e.value).startswith("GeForce GTX 780 (Kepler, sm_35): the last driver branch for it is 470")
+
+
+def test_a_card_takes_its_last_branch_itself():
+    """580 is the GTX 1080's last branch: asking for exactly it is fine, 590 is refused."""
+    assert resolve([lookup("GTX 1080")], "ubuntu-24.04", driver_branch=580).driver.branch == 580
+    with pytest.raises(ResolveError, match="use driver_branch 580 or lower"):
+        resolve([lookup("GTX 1080")], "ubuntu-24.04", driver_branch=590)

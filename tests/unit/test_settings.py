@@ -267,3 +267,14 @@ def test_recorded_pyinfra_keys_match_the_installed_pyinfra():
     recorded = recorded_pyinfra_keys()
     assert recorded is not None, "dlrig/engine/pyinfra_keys.json is for another pyinfra: run tools/pyinfra_keys.py"
     assert recorded == pyinfra_keys(), "run `python3 tools/pyinfra_keys.py`"
+
+
+def test_validating_known_pyinfra_keys_does_not_import_pyinfra():
+    """Keys in the recorded pyinfra list are accepted without importing pyinfra (checked in a fresh
+    interpreter); only a key the record lacks makes validation ask pyinfra itself."""
+    code = ("import sys; from dlrig.engine.settings import validate_host_data; "
+            "assert validate_host_data('h', {'ssh_user': 'me', '_sudo': True}) == []; "
+            "print('pyinfra' in sys.modules); "
+            "validate_host_data('h', {'no_such_key_anywhere': 1}); print('pyinfra' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT_DIR)
+    assert out.stdout.split() == ["False", "True"], out.stderr
