@@ -309,3 +309,18 @@ def test_unattended_upgrades_excludes_driver_packages():
     for p in ('"nvidia-";', '"libnvidia-";', '"linux-modules-nvidia-";', '"my-pkg-";'):
         assert p in text
     assert 'Automatic-Reboot "false"' in text
+
+
+def test_ssh_refusal_names_the_setting_and_its_drop_in_line():
+    """dlrig logs in as me by password; the candidate turns password login off: the refusal names the
+    setting and quotes the drop-in line (sshd -T answers are FAKE)."""
+    facts = _sshd("GROUPS me me", "CUR me passwordauthentication yes", "CUR me pubkeyauthentication yes",
+                  "NEW me passwordauthentication no", "NEW me pubkeyauthentication yes")
+    with pytest.raises(DeployError, match=r"ssh_password_authentication \(PasswordAuthentication no\) "):
+        _ssh_plan(facts, ssh_password="pw", ssh_password_authentication=False, ssh_authorized_keys=[KEY])
+
+
+def test_ssh_refusal_names_the_extra_config_line_that_locks_dlrig_out():
+    facts = _sshd("GROUPS me me", "CUR me pubkeyauthentication yes", "NEW me pubkeyauthentication no")
+    with pytest.raises(DeployError, match=r"ssh_extra_config line 'PubkeyAuthentication no' .*remove or change the line"):
+        _ssh_plan(facts, ssh_extra_config=["PubkeyAuthentication no"])
