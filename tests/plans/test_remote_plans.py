@@ -107,17 +107,21 @@ def test_ssh_no_port_warning_when_the_ports_agree(caplog):
     assert "port forwarding" not in caplog.text
 
 
-@pytest.mark.parametrize("bad_line", [1, 3])
+@pytest.mark.parametrize("bad_line", ["first", "last", "past the end", "in another file"])
 def test_ssh_shows_the_drop_in_line_sshd_rejects(bad_line):
-    """sshd -t's message names a line of the candidate drop-in: the refusal quotes that line
-    (first and last line of the candidate: Port 22 ... PermitRootLogin no)."""
+    """sshd -t's message names a line of the candidate drop-in: the refusal quotes that line (first
+    and last line of the candidate); a line number past its end or in another file quotes nothing."""
     lines = ssh_role.render_dropin(ports=[22], permit_root_login="no", password_authentication=None,
                                    extra_config=[]).splitlines()
-    n = {1: 1, 3: len(lines)}[bad_line]
-    msg = f"{ssh_role.DROPIN} line {n}: Bad configuration option"
+    n = {"first": 1, "last": len(lines), "past the end": len(lines) + 5, "in another file": 2}[bad_line]
+    where = "/etc/ssh/sshd_config" if bad_line == "in another file" else ssh_role.DROPIN
+    msg = f"{where} line {n}: Bad configuration option"
     with pytest.raises(DeployError, match="sshd -t rejected the new config") as e:
         _ssh_plan({**_sshd("GROUPS me me", f"INVALID me {msg}"), "getent passwd": ["KEYS 0"]})
-    assert f"(the line is {lines[n - 1].strip()!r})" in str(e.value)
+    if bad_line in ("first", "last"):
+        assert str(e.value).endswith(f"{msg} (the line is {lines[n - 1].strip()!r})")
+    else:
+        assert str(e.value).endswith(msg)
 
 
 def test_ssh_refuses_an_owner_key_type_the_new_sshd_does_not_accept(tmp_path):
