@@ -216,3 +216,24 @@ def test_a_card_takes_its_last_branch_itself():
     assert resolve([lookup("GTX 1080")], "ubuntu-24.04", driver_branch=580).driver.branch == 580
     with pytest.raises(ResolveError, match="use driver_branch 580 or lower"):
         resolve([lookup("GTX 1080")], "ubuntu-24.04", driver_branch=590)
+
+
+def test_python_at_the_top_of_a_torch_range_is_accepted():
+    hi = TORCH["2.14"][1]
+    assert resolve([lookup("RTX 4090")], "ubuntu-24.04", torch="2.14", python=hi).torch.version == "2.14"
+
+
+def test_minor_version_note_only_when_the_driver_is_below_the_toolkits_ga_driver():
+    """Debian 12's 535 runs torch's cu126 through minor-version compatibility (CUDA 12.6 GA wants 560):
+    noted; Ubuntu's 580 serves cu130 at GA level: not noted."""
+    deb = resolve([lookup("RTX 2070 Super")], "debian-12")
+    assert f"torch {deb.torch.variant} runs on driver 535 through CUDA minor-version compatibility" in " ".join(deb.notes)
+    ub = resolve([lookup("RTX 2070 Super")], "ubuntu-24.04")
+    assert not any("minor-version compatibility" in n for n in ub.notes)
+
+
+def test_no_open_modules_note_below_the_open_default_branch():
+    """A Turing card on branch 550 gets the proprietary modules by default (before R560): no note."""
+    res = resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_branch=550)
+    assert res.driver.flavor == "proprietary"
+    assert not any(n.startswith("proprietary kernel modules") for n in res.notes)

@@ -278,3 +278,13 @@ def test_validating_known_pyinfra_keys_does_not_import_pyinfra():
             "validate_host_data('h', {'no_such_key_anywhere': 1}); print('pyinfra' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT_DIR)
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_a_key_declared_by_two_roles_is_a_programming_error(monkeypatch):
+    from dlrig.engine import settings as mod
+
+    monkeypatch.setattr(mod, "_REGISTRY", {})
+    assert mod.declare("one", Setting("k", 1, "int", "h")) == {"k": 1}
+    assert mod.declare("one", Setting("k", 2, "int", "h")) == {"k": 2}  # the same role again: fine
+    with pytest.raises(RuntimeError, match="setting k declared by one and two"):
+        mod.declare("two", Setting("k", 1, "int", "h"))
