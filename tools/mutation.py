@@ -124,7 +124,7 @@ def retest(db: Path) -> int:
     import sqlite3
 
     with sqlite3.connect(db) as con:
-        return con.execute("DELETE FROM work_results WHERE test_outcome = 'survived'").rowcount
+        return con.execute("DELETE FROM work_results WHERE upper(test_outcome) = 'SURVIVED'").rowcount
 
 
 def run_target(name: str, fraction: float | None = None, again: bool = False) -> dict:
