@@ -116,7 +116,7 @@ def sample(db: Path, fraction: float) -> None:
                                                 "(SELECT job_id FROM work_results)"))
         left = [j for j in jobs if random.Random(f"dlrig:{j}").random() >= fraction]
         con.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
-                        "VALUES ('skipped', ?, NULL, NULL, ?)", [(NOT_SAMPLED, j) for j in left])
+                        "VALUES ('SKIPPED', ?, NULL, NULL, ?)", [(NOT_SAMPLED, j) for j in left])
 
 
 def retest(db: Path) -> int:
