@@ -237,3 +237,13 @@ def test_no_open_modules_note_below_the_open_default_branch():
     res = resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_branch=550)
     assert res.driver.flavor == "proprietary"
     assert not any(n.startswith("proprietary kernel modules") for n in res.notes)
+
+
+def test_torch_refusal_names_the_lowest_driver_its_cuda_family_needs():
+    """torch 2.14's builds are CUDA 12/13; driver 470 serves neither family: the way out is the CUDA 12
+    family floor (CUDA_FAMILY_FLOOR, from NVIDIA's minor-version compatibility table)."""
+    from dlrig.gpu.resolver import CUDA_FAMILY_FLOOR
+
+    floor12 = CUDA_FAMILY_FLOOR[12].split(".")[0]
+    with pytest.raises(ResolveError, match=rf"need a newer driver than 470; use driver_branch >= {floor12} or an older torch"):
+        resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_branch=470, torch="2.14")
