@@ -247,3 +247,13 @@ def test_torch_refusal_names_the_lowest_driver_its_cuda_family_needs():
     floor12 = CUDA_FAMILY_FLOOR[12].split(".")[0]
     with pytest.raises(ResolveError, match=rf"need a newer driver than 470; use driver_branch >= {floor12} or an older torch"):
         resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_branch=470, torch="2.14")
+
+
+def test_source_refusals_say_which_branch_is_needed_and_why():
+    with pytest.raises(ResolveError, match=r"offers branches 470, 535, 550, 570, 580, these cards and wishes need "
+                                           r"branch 555; use driver_source 'nvidia'$"):
+        resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_source="ubuntu", driver_branch=555)
+    # Debian 12's own driver (535) predates the RTX 5090: the refusal says which list names the card from when
+    with pytest.raises(ResolveError, match=r"that supports the cards \(NVIDIA's open kernel modules lists GeForce RTX 5090 "
+                                           r"\(10de:2b85\) from branch 570 on\); use driver_source 'nvidia'$"):
+        resolve([lookup("RTX 5090")], "debian-12", driver_source="debian")
