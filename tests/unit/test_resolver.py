@@ -257,3 +257,11 @@ def test_source_refusals_say_which_branch_is_needed_and_why():
     with pytest.raises(ResolveError, match=r"that supports the cards \(NVIDIA's open kernel modules lists GeForce RTX 5090 "
                                            r"\(10de:2b85\) from branch 570 on\); use driver_source 'nvidia'$"):
         resolve([lookup("RTX 5090")], "debian-12", driver_source="debian")
+
+
+@pytest.mark.parametrize("card", ["GTX 980", "GTX 1080", "TITAN V"])
+def test_maxwell_pascal_volta_end_at_branch_580(card):
+    """NVIDIA's Unix driver deprecation notice: 580 is the last branch for Maxwell, Pascal and Volta
+    (shared/reference/compat-facts.md; the per-device lists name no later branch for these cards)."""
+    with pytest.raises(ResolveError, match=r"\(last branch for them: 580\); use driver_branch 580 or lower$"):
+        resolve([lookup(card)], "ubuntu-24.04", driver_branch=590)
