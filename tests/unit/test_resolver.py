@@ -265,3 +265,16 @@ def test_maxwell_pascal_volta_end_at_branch_580(card):
     (shared/reference/compat-facts.md; the per-device lists name no later branch for these cards)."""
     with pytest.raises(ResolveError, match=r"\(last branch for them: 580\); use driver_branch 580 or lower$"):
         resolve([lookup(card)], "ubuntu-24.04", driver_branch=590)
+
+
+def test_falling_back_to_nvidias_repository_says_why_the_os_driver_does_not_fit():
+    res = resolve([lookup("RTX 5090")], "debian-12")
+    assert res.driver.source == "nvidia"
+    assert ("debian-12's own nvidia-driver 535.261.03 offers no fitting branch: NVIDIA's open kernel modules lists "
+            "GeForce RTX 5090 (10de:2b85) from branch 570 on; using NVIDIA's repository") in res.notes
+
+
+def test_a_driver_branch_below_the_cudas_ga_driver_is_refused_with_the_cudas_need():
+    with pytest.raises(ResolveError, match=r"^driver 550 is too old: CUDA 12\.8 needs >= "
+                                           + re.escape(CUDA_MIN_DRIVER["12.8"]) + r"; use driver_branch 570 or newer$"):
+        resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", cuda="12.8", driver_branch=550)
