@@ -44,7 +44,7 @@ TARGETS = {
     "jupyter": ("dlrig/verify/checks/test_jupyter.py", "tests/unit/test_verify_jupyter.py",
                 ("_http_code", "test_jupyterlab_answers_and_wants_credentials")),
     "settings": ("dlrig/engine/settings.py", "tests/unit/test_settings.py tests/unit/test_injection.py", None),
-    "ssh_guards": ("roles/ssh.py", "tests/unit/test_remote_roles.py tests/plans/test_remote_plans.py", None),
+    "ssh_guards": ("roles/ssh.py", "tests/plans/test_remote_plans.py tests/unit/test_remote_roles.py", None),
     "resolver": ("dlrig/gpu/resolver.py", "tests/unit/test_resolver.py tests/unit/test_gpu_table.py", None),
 }
 
