@@ -288,3 +288,12 @@ def test_a_key_declared_by_two_roles_is_a_programming_error(monkeypatch):
     assert mod.declare("one", Setting("k", 2, "int", "h")) == {"k": 2}  # the same role again: fine
     with pytest.raises(RuntimeError, match="setting k declared by one and two"):
         mod.declare("two", Setting("k", 1, "int", "h"))
+
+
+def test_a_list_of_paths_takes_the_path_shape_for_each_item():
+    from dlrig.engine.settings import _shape_error, shape_of
+
+    paths = Setting("l", [], "list", "h", item_kind="path")
+    assert shape_of(paths) == "path" and shape_of(Setting("p", "/x", "path", "h")) == "path"
+    assert shape_of(Setting("i", 1, "int", "h")) is None and shape_of(Setting("s", [], "list", "h", item_kind="str")) is None
+    assert _shape_error(paths, ["/ok", "/also/ok"]) is None and _shape_error(paths, ["/ok", "/bad\nline"])
