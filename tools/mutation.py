@@ -177,7 +177,7 @@ def write(results: list[dict]) -> None:
         score = 100.0 * r["killed"] / r["total"] if r["total"] else 0.0
         lines += [f"## {r['name']}: {r['module']}", f"tests: `{r['tests']}`",
                   f"score: {r['killed']}/{r['total']} killed = {score:.1f}%"
-                  + (f" (a seeded sample: {r['unsampled']} more mutants not run)" if r.get("unsampled") else ""), ""]
+                  + (f" (a random sample: {r['unsampled']} more mutants not run)" if r.get("unsampled") else ""), ""]
         for s in r["survivors"]:
             lines += [f"- `{s['key']}`: {why.get(s['key'], 'NOT JUSTIFIED')}", "", "```diff", s["diff"], "```", ""]
     previous = OUT.read_text() if OUT.exists() else ""
