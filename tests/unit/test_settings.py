@@ -288,6 +288,9 @@ def test_a_key_declared_by_two_roles_is_a_programming_error(monkeypatch):
     assert mod.declare("one", Setting("k", 2, "int", "h")) == {"k": 2}  # the same role again: fine
     with pytest.raises(RuntimeError, match="setting k declared by one and two"):
         mod.declare("two", Setting("k", 1, "int", "h"))
+    with pytest.raises(RuntimeError, match="setting j declared by two and one"):  # whichever role sorts first
+        mod.declare("two", Setting("j", 1, "int", "h"))
+        mod.declare("one", Setting("j", 1, "int", "h"))
 
 
 def test_a_list_of_paths_takes_the_path_shape_for_each_item():
