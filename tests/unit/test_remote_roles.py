@@ -269,10 +269,11 @@ def test_driver_patterns_cover_the_driver_packages():
         assert not any(re.match(p, other) for p in pats), other
 
 
-@pytest.fixture
-def private_sshd(tmp_path):
-    """A real sshd on 127.0.0.1 (a free port) accepting a throwaway key for root; every command it is
-    asked to run prints itself to stderr and exits 3 (ForceCommand), so a test sees what was run."""
+@pytest.fixture(params=["forced"])
+def private_sshd(tmp_path, request):
+    """A real sshd on 127.0.0.1 (a free port) accepting a throwaway key for root. "forced": every
+    command it is asked to run prints itself to stderr and exits 3 (ForceCommand), so a test sees what
+    was run; "plain": commands run as asked."""
     import socket
     import time
 
@@ -288,7 +289,7 @@ def private_sshd(tmp_path):
         f"HostKey {tmp_path / 'hostkey'}\nListenAddress 127.0.0.1\nPort {port}\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nStrictModes no\nUsePAM no\nPidFile {tmp_path / 'sshd.pid'}\n"
-        "ForceCommand sh -c 'echo \"$SSH_ORIGINAL_COMMAND\" >&2; exit 3'\n")
+        + ("ForceCommand sh -c 'echo \"$SSH_ORIGINAL_COMMAND\" >&2; exit 3'\n" if request.param == "forced" else ""))
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
                             stderr=subprocess.DEVNULL)
     for _ in range(50):
@@ -313,8 +314,9 @@ def _pyinfra_host(port: int, key: Path, **data):
 
 @needs_sshd
 @pytest.mark.parametrize("login, data, command", [
-    ("root", {}, "true"),                                      # root needs no sudo
+    ("".join(["ro", "ot"]), {}, "true"),                       # root (as a fact gives it) needs no sudo
     ("me", {}, "sudo -n true"),                                # a sudo user without a password
+    ("zed", {}, "sudo -n true"),
     ("me", {"_sudo_password": "pw"}, "sudo -S -p '' true"),   # the password on stdin, no prompt
 ])
 def test_new_login_runs_sudo_over_a_brand_new_ssh_connection(private_sshd, login, data, command):
@@ -337,3 +339,12 @@ def test_failed_new_login_restores_and_reports_a_failed_restore_too(private_sshd
     with pytest.raises(DeployError, match=r"after the reload a new SSH login failed: `true` exited 3: true; "
                                           r"restoring the previous sshd config FAILED too: "):
         ssh._prove_or_restore(state, host, "echo restore", "root")
+
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["plain"], indirect=True)
+def test_new_login_that_works_returns_none(private_sshd):
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "root") is None
