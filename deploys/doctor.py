@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from dlrig.deploys import report_name
-from dlrig.roles.nvidia_driver import DRIVER_PACKAGE
+from dlrig.roles.nvidia_driver import DRIVER_PACKAGE, package_options
 from pyinfra import host
 from pyinfra.api import DeployError
 from pyinfra.facts.deb import DebPackages
@@ -15,6 +15,7 @@ from pyinfra.facts.server import KernelVersion
 
 from dlrig.engine.facts import AptHeld, FreeDisk, Lspci, NvidiaDriver, SecureBoot
 from dlrig.engine.stack import host_os, resolve_host
+from dlrig.gpu import packages
 from dlrig.gpu.table import UnknownGpu, parse_lspci
 
 out = Path(host.data.get("dlrig_doctor_out"))
@@ -37,7 +38,11 @@ facts = {
 }
 report: dict = {"reachable": True, "facts": facts}
 try:
-    report["resolution"] = resolve_host().as_json()
+    res = resolve_host()
+    # the apt names this host's settings choose (driver_server, driver_headless, its kernel, cudnn_dev)
+    report["resolution"] = packages.with_packages(res, **package_options(res, facts["kernel"]))
 except DeployError as e:
     report["error"] = str(e).split(": ", 1)[-1]
+except packages.UnavailablePackages as e:
+    report["error"] = str(e)
 (out / report_name(host.name)).write_text(json.dumps(report))

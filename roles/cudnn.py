@@ -1,6 +1,7 @@
 """Role ``cudnn``: the resolved cuDNN packages (PyTorch wheels bundle their own; this is for nvcc builds).
 
-From NVIDIA's repository: ``cudnn9-cuda-13`` / ``cudnn9-cuda-12`` (pinned to 9.10.* where the cards
+From NVIDIA's repository: ``libcudnn9-cuda-13`` / ``libcudnn9-cuda-12`` and their ``-dev-`` packages
+(names: dlrig.gpu.packages, recorded in tools/sources/nvidia-repo/; pinned to 9.10.* where the cards
 are Maxwell/Pascal/Volta: 9.10 is the last cuDNN for them) or ``libcudnn8`` 8.9 for CUDA 11.8. With
 the distro toolkit: Debian's ``nvidia-cudnn`` (contrib; it downloads cuDNN from NVIDIA at install).
 """

@@ -122,12 +122,18 @@ def apt_update(repo_ops: list, packages: list[str], what: str) -> None:
 # --- driver packages ----------------------------------------------------------------------------
 
 
+def package_options(res: Resolution, kernel: str) -> dict:
+    """This host's settings that choose the apt names (dlrig.gpu.packages.for_resolution's options)."""
+    return {"server": setting("driver_server"), "headless": setting("driver_headless"),
+            "kernel_flavour": packages.ubuntu_kernel_flavour(res.os, kernel),
+            "persistence": setting("driver_persistence"), "cudnn_dev": setting("cudnn_dev")}
+
+
 def driver_packages(res: Resolution, kernel: str) -> list[str]:
     """The resolved driver's apt packages (dlrig.gpu.packages: Ubuntu's recorded names)."""
+    options = {k: v for k, v in package_options(res, kernel).items() if k != "cudnn_dev"}
     try:
-        return packages.driver(res, server=setting("driver_server"), headless=setting("driver_headless"),
-                               kernel_flavour=packages.ubuntu_kernel_flavour(res.os, kernel),
-                               persistence=setting("driver_persistence"))
+        return packages.driver(res, **options)
     except packages.UnavailablePackages as e:
         raise DeployError(f"{host.name}: {e}") from None
 

@@ -4,6 +4,8 @@
     python3 tools/mutation.py firewall report # some targets
     python3 tools/mutation.py --list
     python3 tools/mutation.py --relabel      # after editing justified.tsv: labels only, no run
+    python3 tools/mutation.py --sample 0.5 resolver   # a new session runs a seeded half of the mutants
+    python3 tools/mutation.py --retest resolver       # survivors of the stored session again (after new tests)
 
 Tool: cosmic-ray (PyPI; installed by `pip install -e '.[mutation]'`). Chosen over mutmut because it
 mutates the files in place and runs any test command, which fits this repo's layout (roles/ and
@@ -41,9 +43,9 @@ TARGETS = {
                    ("_per_gpu", "_assert_per_gpu")),
     "jupyter": ("dlrig/verify/checks/test_jupyter.py", "tests/unit/test_verify_jupyter.py",
                 ("_http_code", "test_jupyterlab_answers_and_wants_credentials")),
-    "settings": ("dlrig/engine/settings.py", "tests/unit/test_settings.py", None),
-    "ssh_guards": ("roles/ssh.py", "tests/unit/test_remote_roles.py tests/plans/test_remote_plans.py", None),
-    "resolver": ("dlrig/gpu/resolver.py", "tests/unit/test_resolver.py", None),
+    "settings": ("dlrig/engine/settings.py", "tests/unit/test_settings.py tests/unit/test_injection.py", None),
+    "ssh_guards": ("roles/ssh.py", "tests/plans/test_remote_plans.py tests/unit/test_remote_roles.py", None),
+    "resolver": ("dlrig/gpu/resolver.py", "tests/unit/test_resolver.py tests/unit/test_gpu_table.py", None),
 }
 
 
@@ -100,7 +102,32 @@ def justified() -> dict[str, str]:
     return out
 
 
-def run_target(name: str) -> dict:
+NOT_SAMPLED = "not sampled"
+
+
+def sample(db: Path, fraction: float) -> None:
+    """Keep a seeded `fraction` of a new session's mutants: the rest get a 'skipped' result marked NOT_SAMPLED
+    (left out of the score; --retest leaves them alone, a new session without --sample runs them all)."""
+    import random
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        jobs = sorted(j for (j,) in con.execute("SELECT job_id FROM work_items WHERE job_id NOT IN "
+                                                "(SELECT job_id FROM work_results)"))
+        left = [j for j in jobs if random.Random(f"dlrig:{j}").random() >= fraction]
+        con.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
+                        "VALUES ('SKIPPED', ?, NULL, NULL, ?)", [(NOT_SAMPLED, j) for j in left])
+
+
+def retest(db: Path) -> int:
+    """Forget the stored outcome of every surviving mutant, so the next exec runs them against today's tests."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        return con.execute("DELETE FROM work_results WHERE upper(test_outcome) = 'SURVIVED'").rowcount
+
+
+def run_target(name: str, fraction: float | None = None, again: bool = False) -> dict:
     module, tests, functions = TARGETS[name]
     if run("git", "diff", "--quiet", "--", module).returncode != 0:
         sys.exit(f"{module} has uncommitted changes: commit them first (mutants are undone with git checkout)")
@@ -115,17 +142,22 @@ def run_target(name: str) -> dict:
             run(cr("cr-filter-operators"), str(db), str(cfg), check=True)
             if functions:
                 run(cr("cr-filter-lines"), "--config", str(cfg), str(db), check=True)
+            if fraction is not None:
+                sample(db, fraction)
+        elif again:
+            print(f"{name}: {retest(db)} survivor(s) run again")
         run(cr("cosmic-ray"), "exec", str(cfg), str(db), check=True)
     finally:
         run("git", "checkout", "--", module)
     dump = run(cr("cosmic-ray"), "dump", str(db), capture_output=True, check=True).stdout
-    total = killed = 0
+    total = killed = unsampled = 0
     survivors = []
     for line in dump.splitlines():
         item, result = json.loads(line)
         if result is None or item.get("mutations") is None:
             continue
         if result.get("worker_outcome") == "skipped" or result.get("test_outcome") is None:
+            unsampled += result.get("output") == NOT_SAMPLED
             continue
         total += 1
         if result["test_outcome"] == "survived":
@@ -135,7 +167,7 @@ def run_target(name: str) -> dict:
         else:
             killed += 1
     return {"name": name, "module": module + (f" ({', '.join(functions)})" if functions else ""), "tests": tests, "total": total, "killed": killed,
-            "survivors": survivors}
+            "unsampled": unsampled, "survivors": survivors}
 
 
 def write(results: list[dict]) -> None:
@@ -144,7 +176,8 @@ def write(results: list[dict]) -> None:
     for r in results:
         score = 100.0 * r["killed"] / r["total"] if r["total"] else 0.0
         lines += [f"## {r['name']}: {r['module']}", f"tests: `{r['tests']}`",
-                  f"score: {r['killed']}/{r['total']} killed = {score:.1f}%", ""]
+                  f"score: {r['killed']}/{r['total']} killed = {score:.1f}%"
+                  + (f" (a random sample: {r['unsampled']} more mutants not run)" if r.get("unsampled") else ""), ""]
         for s in r["survivors"]:
             lines += [f"- `{s['key']}`: {why.get(s['key'], 'NOT JUSTIFIED')}", "", "```diff", s["diff"], "```", ""]
     previous = OUT.read_text() if OUT.exists() else ""
@@ -169,6 +202,16 @@ def main(argv: list[str]) -> int:
         for n, (m, t, f) in TARGETS.items():
             print(f"{n:16} {m:40} {' '.join(f or ['(all)'])}  <- {t}")
         return 0
+    fraction = None
+    if "--sample" in argv:
+        i = argv.index("--sample")
+        try:
+            fraction = float(argv[i + 1])
+            assert 0 < fraction <= 1
+        except (IndexError, ValueError, AssertionError):
+            print("--sample: give a fraction of the mutants to run, e.g. --sample 0.5", file=sys.stderr)
+            return 2
+        argv = argv[:i] + argv[i + 2:]
     names = [a for a in argv if not a.startswith("-")] or list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
@@ -176,7 +219,7 @@ def main(argv: list[str]) -> int:
         return 2
     results = []
     for n in names:
-        results.append(run_target(n))
+        results.append(run_target(n, fraction, "--retest" in argv))
         write(results[-1:])  # after each target: an interrupted run keeps what it measured
     for r in results:
         print(f"{r['name']}: {r['killed']}/{r['total']} killed, {len(r['survivors'])} survived")

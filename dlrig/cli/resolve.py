@@ -62,17 +62,10 @@ def resolve_command(gpus, os_name, driver_branch, cuda, torch_version, driver_so
 
 
 def with_packages(res) -> dict:
-    """The resolution's JSON with ``packages`` (apt names on that OS) under driver, cuda and cudnn.
-
-    The driver's are a desktop on the release's GA kernel (``generic``), driver_server and
-    driver_headless off: what ``dlrig apply`` installs with the default settings.
-    """
-    j = res.as_json()
-    names = apt_packages.for_resolution(res)
-    for part in ("driver", "cuda", "cudnn"):
-        if j[part]:
-            j[part]["packages"] = names[part]
-    return j
+    """The resolution's JSON with the apt packages of each part. The driver's are a desktop on the
+    release's GA kernel (``generic``), driver_server and driver_headless off: what ``dlrig apply``
+    installs with the default settings (``dlrig doctor`` shows each host's own)."""
+    return apt_packages.with_packages(res)
 
 
 resolve = resolve_command

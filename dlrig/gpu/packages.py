@@ -1,6 +1,8 @@
 """The apt packages each part of a resolution installs on an OS: one place for the names.
 
-Ubuntu's driver names come from ``data/ubuntu_driver_packages.json`` (generated from the recorded
+NVIDIA's repository names come from ``data/nvidia_repo_packages.json`` (generated from the recorded
+excerpts in tools/sources/nvidia-repo/; the names no recorded source shows yet are listed there under
+``unrecorded``). Ubuntu's driver names come from ``data/ubuntu_driver_packages.json`` (generated from the recorded
 ``debian/control`` package lists of canonical/nvidia-graphics-drivers, tools/sources/ubuntu/). The
 ``ubuntu`` source installs what ``ubuntu-drivers install`` does (tools/sources/ubuntu/
 ubuntu-drivers-install.md): desktop ``nvidia-driver-F`` + ``linux-modules-nvidia-F-K``; headless
@@ -24,6 +26,22 @@ class UnavailablePackages(ValueError):
 @lru_cache(maxsize=1)
 def ubuntu_table() -> dict:
     return json.loads(resources.files("dlrig.gpu.data").joinpath("ubuntu_driver_packages.json").read_text())
+
+
+@lru_cache(maxsize=1)
+def nvidia_table() -> dict:
+    return json.loads(resources.files("dlrig.gpu.data").joinpath("nvidia_repo_packages.json").read_text())
+
+
+def nvidia_cudnn(major: int, cuda: str) -> tuple[str, ...]:
+    """cuDNN ``major`` for CUDA ``cuda`` from NVIDIA's repository: the runtime and the dev package."""
+    t = nvidia_table()["cudnn"]
+    return tuple(t[f"{major}{suffix}"].format(cuda_major=cuda.split(".")[0]) for suffix in ("", "-dev"))
+
+
+def nvidia_cudnn8_pin(version: str, cuda: str) -> str:
+    """An apt version pin for cuDNN 8 ``version`` (a glob) built for CUDA ``cuda`` (X.Y)."""
+    return nvidia_table()["cudnn"]["8-version"].format(version=version, cuda=cuda)
 
 
 def ubuntu_names(os_name: str) -> set[str]:
@@ -63,10 +81,16 @@ def ubuntu_driver(os_name: str, branch: int, open_modules: bool, server: bool = 
 
 
 def nvidia_driver(branch: int, open_modules: bool) -> list[str]:
-    """NVIDIA's CUDA repository: ``nvidia-open`` (+ the branch pin package from 580) or ``cuda-drivers-B``."""
+    """NVIDIA's CUDA repository: ``nvidia-open`` (+ the branch pin package from 580); proprietary
+    ``cuda-drivers-B``, or from the branch where Ubuntu's names lose their number, ``cuda-drivers`` with
+    the branch pin package (the Driver Installation Guide's "Ubuntu 590 and later packages")."""
+    d = nvidia_table()["driver"]
+    pin = [d["pinning"].format(branch=branch)] if branch >= 580 else []
     if open_modules:
-        return ["nvidia-open"] + ([f"nvidia-driver-pinning-{branch}"] if branch >= 580 else [])
-    return [f"cuda-drivers-{branch}"]
+        return [d["open"]] + pin
+    if branch >= d["unversioned_from"]:
+        return [d["proprietary-unversioned"]] + pin
+    return [d["proprietary-branch"].format(branch=branch)]
 
 
 def debian_driver(persistence: bool = True) -> list[str]:
@@ -87,17 +111,33 @@ def driver(res, server: bool = False, headless: bool = False, kernel_flavour: st
 
 def cuda(version: str, source: str) -> list[str]:
     """The toolkit: NVIDIA's versioned ``cuda-toolkit-X-Y`` (never the driver) or the OS's own."""
-    return ["nvidia-cuda-toolkit"] if source == "distro" else [f"cuda-toolkit-{version.replace('.', '-')}"]
+    if source == "distro":
+        return ["nvidia-cuda-toolkit"]
+    major, minor = version.split(".")[:2]
+    return [nvidia_table()["cuda"]["toolkit"].format(major=major, minor=minor)]
 
 
 def cudnn(packages, dev: bool = True) -> list[str]:
-    return [p for p in packages if dev or not p.endswith("-dev")]
+    """The resolution's cuDNN packages, without the headers/dev ones (``libcudnn8-dev``,
+    ``libcudnn9-dev-cuda-12``) unless ``dev``."""
+    return [p for p in packages if dev or not re.search(r"-dev(-|$)", p)]
 
 
-def for_resolution(res, **driver_options) -> dict:
+def for_resolution(res, cudnn_dev: bool = True, **driver_options) -> dict:
     """``{"driver": [...], "cuda": [...], "cudnn": [...]}`` (empty lists for parts not installed)."""
     return {
         "driver": driver(res, **driver_options),
         "cuda": cuda(res.cuda.version, res.cuda.source) if res.cuda else [],
-        "cudnn": cudnn(res.cudnn.packages) if res.cudnn else [],
+        "cudnn": cudnn(res.cudnn.packages, cudnn_dev) if res.cudnn else [],
     }
+
+
+def with_packages(res, **options) -> dict:
+    """The resolution's JSON with ``packages`` (apt names on that OS) under driver, cuda and cudnn
+    (``options``: :func:`for_resolution`'s; none: a desktop on the GA kernel, the default settings)."""
+    j = res.as_json()
+    names = for_resolution(res, **options)
+    for part in ("driver", "cuda", "cudnn"):
+        if j[part]:
+            j[part]["packages"] = names[part]
+    return j

@@ -549,15 +549,17 @@ def _max_cuda_for(branch: int) -> str:
 
 
 def _cudnn(cuda: Cuda, min_sm: int, os: str) -> Cudnn:
+    from dlrig.gpu.packages import nvidia_cudnn, nvidia_cudnn8_pin
+
     major = int(cuda.version.split(".")[0])
     if cuda.source == "distro":
         return Cudnn("distro", ("nvidia-cudnn",), None)
     if major == 13:
-        return Cudnn("9", ("cudnn9-cuda-13",), None)
+        return Cudnn("9", nvidia_cudnn(9, cuda.version), None)
     if major == 12 and _v(cuda.version) >= (12, 3) or major == 12 and min_sm >= 75:
         if min_sm < 75:  # 9.10 is the last cuDNN with Maxwell/Pascal/Volta
-            return Cudnn("9.10", ("cudnn9-cuda-12",), "9.10.*")
-        return Cudnn("9", ("cudnn9-cuda-12",), None)
+            return Cudnn("9.10", nvidia_cudnn(9, cuda.version), "9.10.*")
+        return Cudnn("9", nvidia_cudnn(9, cuda.version), None)
     if major == 12:  # 12.0-12.2 with older cards: 9.10 still covers them
-        return Cudnn("9.10", ("cudnn9-cuda-12",), "9.10.*")
-    return Cudnn("8.9", ("libcudnn8", "libcudnn8-dev"), "8.9.*+cuda11.8")
+        return Cudnn("9.10", nvidia_cudnn(9, cuda.version), "9.10.*")
+    return Cudnn("8.9", nvidia_cudnn(8, cuda.version), nvidia_cudnn8_pin("8.9.*", "11.8"))

@@ -4,7 +4,7 @@
   DKMS finds no kernel to build for in a test host and dpkg stays clean), held, re-planned to zero.
 - ``nvidia`` source: against a FAKE NVIDIA repository: .debs built here with dpkg-deb carrying
   NVIDIA's package names and versions (nvidia-open 580.95.05-1, a decoy 590 branch the pin must
-  skip, cuda-toolkit-13-0, cudnn9-cuda-13), a Release signed with a throwaway gpg key, served by
+  skip, cuda-toolkit-13-0, libcudnn9-cuda-13 + libcudnn9-dev-cuda-13), a Release signed with a throwaway gpg key, served by
   python's http.server on 127.0.0.1. No NVIDIA software is involved.
 
 The test hosts have no NVIDIA GPU: ``driver_gpus`` tells the resolver which card to plan for
@@ -168,7 +168,8 @@ FAKE_PACKAGES = [
     ("cuda-toolkit-13-0", "13.0.2-1", "", {
         "usr/local/cuda-13.0/bin/nvcc": (
             "#!/bin/sh\necho 'FAKE nvcc: Cuda compilation tools, release 13.0, V13.0.88'\n", 0o755)}),
-    ("cudnn9-cuda-13", "9.17.0.29-1", "", {}),
+    ("libcudnn9-cuda-13", "9.17.0.29-1", "", {}),
+    ("libcudnn9-dev-cuda-13", "9.17.0.29-1", "libcudnn9-cuda-13 (= 9.17.0.29-1)", {}),
 ]
 
 
@@ -268,10 +269,11 @@ def test_nvidia_source_from_signed_fake_repo_pins_branch_and_converges(make_host
     assert (f"deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,{fpr}] {fake_nvidia_repo}/debian12/x86_64 /"
             in listing)
     versions = h.ssh("dpkg-query -W -f '${Package} ${Version}\\n' nvidia-open nvidia-kernel-open-dkms "
-                     "nvidia-driver-pinning-580 cuda-toolkit-13-0 cudnn9-cuda-13").stdout
+                     "nvidia-driver-pinning-580 cuda-toolkit-13-0 libcudnn9-cuda-13 libcudnn9-dev-cuda-13").stdout
     assert "nvidia-open 580.95.05-1" in versions, versions  # not the 590 decoy
     assert "nvidia-kernel-open-dkms 580.95.05-1" in versions
-    assert "cuda-toolkit-13-0 13.0.2-1" in versions and "cudnn9-cuda-13 9.17.0.29-1" in versions
+    assert "cuda-toolkit-13-0 13.0.2-1" in versions and "libcudnn9-cuda-13 9.17.0.29-1" in versions
+    assert "libcudnn9-dev-cuda-13 9.17.0.29-1" in versions
     assert {"nvidia-open", "nvidia-driver-pinning-580"} <= set(h.ssh("apt-mark showhold").stdout.split())
     assert "release 13.0" in h.ssh("bash -lc 'nvcc --version'").stdout
     assert h.ssh("systemctl is-enabled nvidia-persistenced", check=False).stdout.strip() == "enabled"

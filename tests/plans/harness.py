@@ -61,6 +61,19 @@ def _plan_one(entry: tuple, roles) -> list[dict]:
     return out
 
 
+def run_deploy_file(entry: tuple, path: str) -> None:
+    """Execute a deploy file (``deploys/doctor.py``) for one @fake host, as ``pyinfra`` would."""
+    import runpy
+
+    inventory = Inventory(([entry], {}))
+    state = State(inventory, Config())
+    (host,) = list(inventory)
+    with ctx_state.use(state):
+        connect_all(state)
+        with ctx_host.use(host):
+            runpy.run_path(path)
+
+
 def _text(command) -> str:
     """A command as text; an upload shows its destination and the uploaded text."""
     src = getattr(command, "src", None)

@@ -6,9 +6,14 @@ Debian paths also run on real test hosts (tests/hosts/test_gpu_stack_hosts.py).
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from tests.plans.harness import commands, fake_host, plan
+import pytest
+from dlrig.cli.resolve import _print_doctor
+from dlrig.deploys import deploy_file, report_name
+
+from tests import nvidia_sources as nv
+from tests.plans.harness import commands, fake_host, plan, run_deploy_file
 from tests.ubuntu_sources import exists, ubuntu_drivers_install
 
 ROLES = ["nvidia_driver", "cuda", "cudnn"]
@@ -48,9 +53,9 @@ def test_ubuntu_2204_default_is_canonical_signed_modules_no_dkms():
     assert ("deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,EB693B3035CD5710E231E123A4B469963BF863CC] "
             "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64 /") in cuda
     assert "repos/ubuntu2204/x86_64/3bf863cc.pub" in cuda
-    assert "install --no-install-recommends cuda-toolkit-13-0" in cuda
+    assert f"install --no-install-recommends {nv.name('cuda', 'toolkit', major=13, minor=0)}" in cuda
     assert 'export PATH="/usr/local/cuda-13.0/bin:$PATH"' in cuda
-    assert "install --no-install-recommends cudnn9-cuda-13" in commands(ops, "cudnn")
+    assert f"install --no-install-recommends {' '.join(nv.cudnn(9, 13))}" in commands(ops, "cudnn")
 
 
 def test_ubuntu_2404_ga_kernel_headless_server():
@@ -63,7 +68,7 @@ def test_ubuntu_2404_ga_kernel_headless_server():
     assert f"install {' '.join(want)}" in drv
     assert "xserver-xorg-video-nvidia" not in drv and "nvidia-driver-570" not in drv
     # torch 2.14's builds: cu126 (GA driver 560) fits 570, cu130 (580) does not: toolkit follows torch
-    assert "cuda-toolkit-12-6" in commands(ops, "cuda")
+    assert nv.name("cuda", "toolkit", major=12, minor=6) in commands(ops, "cuda")
 
 
 def test_ubuntu_2404_nvidia_source_two_4090s_pins_branch():
@@ -73,21 +78,21 @@ def test_ubuntu_2404_nvidia_source_two_4090s_pins_branch():
             "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64 /") in drv
     assert "UPLOAD /etc/apt/preferences.d/dlrig-nvidia-driver" in drv
     assert "Pin: version /^(1:)?580\\./" in drv and "Pin-Priority: 1000" in drv
-    assert "install nvidia-open nvidia-driver-pinning-580" in drv
-    assert "apt-mark hold nvidia-open nvidia-driver-pinning-580" in drv
+    want = f"{nv.name('driver', 'open')} {nv.name('driver', 'pinning', branch=580)}"
+    assert f"install {want}" in drv and f"apt-mark hold {want}" in drv
     assert "install --no-install-recommends linux-headers-6.8.0-49-generic" in drv  # DKMS needs them
     # repository added once (by the first role needing it), the toolkit from it
     assert _names(ops).count("NVIDIA CUDA repository (signed-by)") == 1
-    assert "cuda-toolkit-13-0" in commands(ops, "cuda")
+    assert nv.name("cuda", "toolkit", major=13, minor=0) in commands(ops, "cuda")
 
 
 def test_ubuntu_2204_pascal_stays_proprietary_580_cuda12_cudnn_910():
     ops = _ops("ubuntu-22.04", gpus="1080", driver_source="nvidia")
     drv = commands(ops, "nvidia_driver")
-    assert "install cuda-drivers-580" in drv and "nvidia-open" not in drv
-    assert "cuda-toolkit-12-6" in commands(ops, "cuda")
+    assert f"install {nv.name('driver', 'proprietary-branch', branch=580)}" in drv and "nvidia-open" not in drv
+    assert nv.name("cuda", "toolkit", major=12, minor=6) in commands(ops, "cuda")
     cudnn = commands(ops, "cudnn")
-    assert "Pin: version 9.10.*" in cudnn and "cudnn9-cuda-12" in cudnn
+    assert "Pin: version 9.10.*" in cudnn and " ".join(nv.cudnn(9, 12)) in cudnn
 
 
 def test_mirror_url_is_used_everywhere():
@@ -217,3 +222,22 @@ def test_ubuntu_source_installs_what_ubuntu_drivers_would(os_name, kernel, flavo
     assert line.split(" install ")[1].split() == want
     assert not any(n.endswith("-open") for n in line.split() if n.startswith(("nvidia-utils", "libnvidia", "xserver")))
 
+
+
+def test_doctor_plan_lists_the_packages_this_hosts_settings_install(tmp_path, capsys):
+    """dlrig doctor's plan names the apt packages of driver, cuda and cudnn as this host would get them
+    (headless, no cuDNN headers, its 6.8 GA kernel), and its text output shows them."""
+    run_deploy_file(fake_host("h", "ubuntu-24.04", facts={"lspci": LSPCI["2070s"]}, dlrig_doctor_out=str(tmp_path),
+                              driver_headless=True, cudnn_dev=False), deploy_file("doctor"))
+    report = json.loads((tmp_path / report_name("@fake/h")).read_text())
+    plan_ = report["resolution"]
+    want = ubuntu_drivers_install(580, open_=True, server=False, headless=True, kernel_flavour="generic")
+    assert all(exists("ubuntu-24.04", n) for n in want)
+    assert plan_["driver"]["packages"] == want
+    assert plan_["cuda"]["packages"] == [f"cuda-toolkit-{plan_['cuda']['version'].replace('.', '-')}"]
+    assert plan_["cudnn"]["packages"] and not any(p.endswith("-dev") for p in plan_["cudnn"]["packages"])
+    _print_doctor("h", report)
+    out = capsys.readouterr().out
+    assert f"plan driver  580 open from ubuntu ({', '.join(want)})" in out
+    assert f"plan cuda    {plan_['cuda']['version']} (nvidia: {plan_['cuda']['packages'][0]})" in out
+    assert f"plan cudnn   {plan_['cudnn']['version']} ({', '.join(plan_['cudnn']['packages'])})" in out

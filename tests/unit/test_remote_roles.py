@@ -267,3 +267,84 @@ def test_driver_patterns_cover_the_driver_packages():
     assert [n for n in names if not any(re.match(p, n) for p in pats)] == []
     for other in ("linux-image-generic", "openssl", "cuda-toolkit-12-6", "python3-nvidia-ml"):
         assert not any(re.match(p, other) for p in pats), other
+
+
+@pytest.fixture(params=["forced"])
+def private_sshd(tmp_path, request):
+    """A real sshd on 127.0.0.1 (a free port) accepting a throwaway key for root. "forced": every
+    command it is asked to run prints itself to stderr and exits 3 (ForceCommand), so a test sees what
+    was run; "plain": commands run as asked."""
+    import socket
+    import time
+
+    Path("/run/sshd").mkdir(exist_ok=True)
+    for name in ("hostkey", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+    (tmp_path / "authorized_keys").write_text((tmp_path / "client.pub").read_text())
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    (tmp_path / "sshd_config").write_text(
+        f"HostKey {tmp_path / 'hostkey'}\nListenAddress 127.0.0.1\nPort {port}\n"
+        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+        f"PasswordAuthentication no\nStrictModes no\nUsePAM no\nPidFile {tmp_path / 'sshd.pid'}\n"
+        + ("ForceCommand sh -c 'echo \"$SSH_ORIGINAL_COMMAND\" >&2; exit 3'\n" if request.param == "forced" else ""))
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
+                            stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield port, tmp_path / "client"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _pyinfra_host(port: int, key: Path, **data):
+    from pyinfra.api import Config, Inventory, State
+
+    inventory = Inventory(([("127.0.0.1", {"ssh_port": port, "ssh_user": "root", "ssh_key": str(key),
+                                           "ssh_known_hosts_file": "/dev/null", **data})], {}))
+    (host,) = list(inventory)
+    return State(inventory, Config()), host
+
+
+@needs_sshd
+@pytest.mark.parametrize("login, data, command", [
+    ("".join(["ro", "ot"]), {}, "true"),                       # root (as a fact gives it) needs no sudo
+    ("me", {}, "sudo -n true"),                                # a sudo user without a password
+    ("zed", {}, "sudo -n true"),
+    ("me", {"_sudo_password": "pw"}, "sudo -S -p '' true"),   # the password on stdin, no prompt
+])
+def test_new_login_runs_sudo_over_a_brand_new_ssh_connection(private_sshd, login, data, command):
+    """ssh.new_login_sudo against a real sshd: the command it runs and the failure it reports."""
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key, **data)
+    assert ssh.new_login_sudo(state, host, login) == f"`{command}` exited 3: {command}"
+
+
+@needs_sshd
+def test_failed_new_login_restores_and_reports_a_failed_restore_too(private_sshd):
+    """_prove_or_restore: the new login fails, the restore command runs over pyinfra's own connection
+    and fails as well (the sshd runs nothing): one DeployError saying both."""
+    from pyinfra.api import DeployError
+    from pyinfra.api.connect import connect_all
+
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    connect_all(state)
+    with pytest.raises(DeployError, match=r"after the reload a new SSH login failed: `true` exited 3: true; "
+                                          r"restoring the previous sshd config FAILED too: "):
+        ssh._prove_or_restore(state, host, "echo restore", "root")
+
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["plain"], indirect=True)
+def test_new_login_that_works_returns_none(private_sshd):
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "root") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -151,3 +152,129 @@ def test_driver_changed_hosts_reads_apply_results():
     ]}
     assert driver_changed_hosts(results) == ["a", "c"]
     assert driver_changed_hosts(None) == []
+
+
+@pytest.mark.parametrize("os_name, torch, note", [
+    ("debian-13", "2.5", False),  # nvcc 12.4, torch cu124: the same CUDA
+    ("debian-13", "2.7", True),   # nvcc 12.4 newer than torch's cu118
+    ("ubuntu-22.04", None, True),  # nvcc 11.5 older than torch's CUDA
+])
+def test_distro_toolkit_notes_only_a_cuda_mismatch_with_torch(os_name, torch, note):
+    res = resolve([lookup("RTX 2070 Super")], os_name, cuda_source="distro", torch=torch)
+    cuda = res.torch.variant[2:4] + "." + res.torch.variant[4:]
+    assert (res.cuda.source, (cuda != res.cuda.version)) == ("distro", note)
+    assert any(n.startswith(f"nvcc is CUDA {res.cuda.version} ") for n in res.notes) is note
+    # the driver serves the distro toolkit at GA level (22.04's 11.5 on 580, 13's 12.4 on 550): no limits note
+    assert not any("wants driver" in n for n in res.notes)
+
+
+def test_flavor_switches_to_open_at_the_cards_open_floor():
+    """Open from the first branch NVIDIA's open list names the card, and never before R560 (NVIDIA's
+    switch of the default to the open modules)."""
+    import dataclasses
+
+    from dlrig.gpu.resolver import flavor_for
+
+    g = dataclasses.replace(lookup("RTX 2070 Super"), open_floor=570)
+    assert [flavor_for([g], b) for b in (565, 570, 580)] == ["proprietary", "open", "open"]
+    early = dataclasses.replace(g, open_floor=515)
+    assert flavor_for([early], 555) == "proprietary" and flavor_for([early], 560) == "open"
+
+
+def test_cpu_only_is_a_property_of_the_resolution():
+    assert resolve([lookup("RTX 4090")], "ubuntu-24.04").cpu_only is False
+    assert resolve([], "ubuntu-24.04", cpu_only=True).cpu_only is True
+
+
+def test_python_refusal_points_at_the_newest_torch_for_that_python():
+    """Python 3.8 is the lowest Python of torch 2.0-2.4 (pytorch RELEASE.md, dlrig's TORCH table)."""
+    newest_38 = max((t for t, (lo, hi, _) in TORCH.items() if lo == "3.8"), key=lambda t: tuple(map(int, t.split("."))))
+    with pytest.raises(ResolveError, match=rf"not 3\.8; use Python 3\.10-3\.15 or torch {re.escape(newest_38)}$"):
+        resolve([lookup("RTX 4090")], "ubuntu-24.04", torch="2.14", python="3.8")
+
+
+@pytest.mark.parametrize("release", ["ubuntu-22.04", "ubuntu-24.04"])
+def test_ubuntu_source_offers_only_branches_ubuntu_packages(release):
+    """Every branch the resolver takes from Ubuntu has its nvidia-driver-B in the recorded package lists."""
+    from dlrig.gpu.resolver import SOURCE_BRANCHES
+
+    from tests.ubuntu_sources import binaries
+
+    names = binaries(release)
+    assert [b for b in SOURCE_BRANCHES["ubuntu"][release] if f"nvidia-driver-{b}" not in names] == []
+
+
+@pytest.mark.parametrize("others", [["GTX 980"], ["RTX 3090"]])
+def test_kepler_refusal_names_only_the_kepler_cards(others):
+    with pytest.raises(ResolveError) as e:
+        resolve([lookup("GTX 780")] + [lookup(n) for n in others], "ubuntu-24.04")
+    assert str(e.value).startswith("GeForce GTX 780 (Kepler, sm_35): the last driver branch for it is 470")
+
+
+def test_a_card_takes_its_last_branch_itself():
+    """580 is the GTX 1080's last branch: asking for exactly it is fine, 590 is refused."""
+    assert resolve([lookup("GTX 1080")], "ubuntu-24.04", driver_branch=580).driver.branch == 580
+    with pytest.raises(ResolveError, match="use driver_branch 580 or lower"):
+        resolve([lookup("GTX 1080")], "ubuntu-24.04", driver_branch=590)
+
+
+def test_python_at_the_top_of_a_torch_range_is_accepted():
+    hi = TORCH["2.14"][1]
+    assert resolve([lookup("RTX 4090")], "ubuntu-24.04", torch="2.14", python=hi).torch.version == "2.14"
+
+
+def test_minor_version_note_only_when_the_driver_is_below_the_toolkits_ga_driver():
+    """Debian 12's 535 runs torch's cu126 through minor-version compatibility (CUDA 12.6 GA wants 560):
+    noted; Ubuntu's 580 serves cu130 at GA level: not noted."""
+    deb = resolve([lookup("RTX 2070 Super")], "debian-12")
+    assert f"torch {deb.torch.variant} runs on driver 535 through CUDA minor-version compatibility" in " ".join(deb.notes)
+    ub = resolve([lookup("RTX 2070 Super")], "ubuntu-24.04")
+    assert not any("minor-version compatibility" in n for n in ub.notes)
+
+
+def test_no_open_modules_note_below_the_open_default_branch():
+    """A Turing card on branch 550 gets the proprietary modules by default (before R560): no note."""
+    res = resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_branch=550)
+    assert res.driver.flavor == "proprietary"
+    assert not any(n.startswith("proprietary kernel modules") for n in res.notes)
+
+
+def test_torch_refusal_names_the_lowest_driver_its_cuda_family_needs():
+    """torch 2.14's builds are CUDA 12/13; driver 470 serves neither family: the way out is the CUDA 12
+    family floor (CUDA_FAMILY_FLOOR, from NVIDIA's minor-version compatibility table)."""
+    from dlrig.gpu.resolver import CUDA_FAMILY_FLOOR
+
+    floor12 = CUDA_FAMILY_FLOOR[12].split(".")[0]
+    with pytest.raises(ResolveError, match=rf"need a newer driver than 470; use driver_branch >= {floor12} or an older torch"):
+        resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_branch=470, torch="2.14")
+
+
+def test_source_refusals_say_which_branch_is_needed_and_why():
+    with pytest.raises(ResolveError, match=r"offers branches 470, 535, 550, 570, 580, these cards and wishes need "
+                                           r"branch 555; use driver_source 'nvidia'$"):
+        resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", driver_source="ubuntu", driver_branch=555)
+    # Debian 12's own driver (535) predates the RTX 5090: the refusal says which list names the card from when
+    with pytest.raises(ResolveError, match=r"that supports the cards \(NVIDIA's open kernel modules lists GeForce RTX 5090 "
+                                           r"\(10de:2b85\) from branch 570 on\); use driver_source 'nvidia'$"):
+        resolve([lookup("RTX 5090")], "debian-12", driver_source="debian")
+
+
+@pytest.mark.parametrize("card", ["GTX 980", "GTX 1080", "TITAN V"])
+def test_maxwell_pascal_volta_end_at_branch_580(card):
+    """NVIDIA's Unix driver deprecation notice: 580 is the last branch for Maxwell, Pascal and Volta
+    (shared/reference/compat-facts.md; the per-device lists name no later branch for these cards)."""
+    with pytest.raises(ResolveError, match=r"\(last branch for them: 580\); use driver_branch 580 or lower$"):
+        resolve([lookup(card)], "ubuntu-24.04", driver_branch=590)
+
+
+def test_falling_back_to_nvidias_repository_says_why_the_os_driver_does_not_fit():
+    res = resolve([lookup("RTX 5090")], "debian-12")
+    assert res.driver.source == "nvidia"
+    assert ("debian-12's own nvidia-driver 535.261.03 offers no fitting branch: NVIDIA's open kernel modules lists "
+            "GeForce RTX 5090 (10de:2b85) from branch 570 on; using NVIDIA's repository") in res.notes
+
+
+def test_a_driver_branch_below_the_cudas_ga_driver_is_refused_with_the_cudas_need():
+    with pytest.raises(ResolveError, match=r"^driver 550 is too old: CUDA 12\.8 needs >= "
+                                           + re.escape(CUDA_MIN_DRIVER["12.8"]) + r"; use driver_branch 570 or newer$"):
+        resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", cuda="12.8", driver_branch=550)

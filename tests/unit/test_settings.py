@@ -80,6 +80,88 @@ def test_setting_kinds_and_bounds():
     assert _check_value(Setting("c", "a", "str", "h", choices=("a", "b")), "c") == "'c'"
 
 
+
+def test_setting_kinds_the_schema_supports_beyond_todays_settings():
+    """Kinds and flags no declared setting uses today still judge values (the schema is shared)."""
+    from dlrig.engine.settings import _check_value
+
+    f = Setting("f", 1.0, "float", "h")
+    assert _check_value(f, 1.5) is None and _check_value(f, 2) is None
+    assert _check_value(f, "1.5") == "'1.5'" and _check_value(f, True) == "True"
+    nullable = Setting("n", "a", "str", "h", choices=("a", "b"), nullable=True)
+    assert _check_value(nullable, None) is None and _check_value(nullable, "c") == "'c'"
+    untyped = Setting("l", [], "list", "h")  # a list of anything
+    assert _check_value(untyped, [1, "x", None]) is None and _check_value(untyped, "x") == "'x'"
+
+
+def test_bounds_include_the_limits_themselves():
+    from dlrig.engine.settings import _check_value
+
+    s = registry()["apt_lock_timeout"]
+    assert (s.min, s.max) == (0, 7200)
+    assert _check_value(s, 0) is None and _check_value(s, 7200) is None
+    assert _check_value(s, -1) == "-1" and _check_value(s, 7201) == "7201"
+
+
+def test_a_choice_setting_says_which_values_it_takes():
+    (err,) = validate_host_data("rig", {"ssh_permit_root_login": "yes"})
+    assert err.startswith("rig: ssh_permit_root_login = 'yes' is not allowed; use one of 'no', 'prohibit-password' (")
+
+
+def test_pyinfra_version_unknown_when_pyinfra_is_not_importable(monkeypatch):
+    import importlib.util
+
+    from dlrig.engine import settings as mod
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert mod._installed_pyinfra_version() is None and mod.recorded_pyinfra_keys() is None
+
+
+def test_a_connector_that_fails_to_load_does_not_break_validation(monkeypatch):
+    """A broken third-party connector (its entry point raises on load) is skipped; pyinfra's own keys stay."""
+    import importlib.metadata
+
+    from dlrig.engine import settings as mod
+
+    real = importlib.metadata.entry_points
+
+    class Broken:
+        def load(self):
+            raise ImportError("a broken third-party connector")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [*real(group=group), Broken()])
+    keys = mod.pyinfra_keys()
+    assert {"ssh_user", "_sudo"} <= keys
+
+
+def test_commented_defaults_of_one_role_and_one_header_per_role():
+    from dlrig.engine.catalogue import ORDER
+    from dlrig.engine.settings import commented_defaults
+
+    ssh = commented_defaults(role="ssh", indent="")
+    keys = {k for k, s in registry().items() if s.role == "ssh"}
+    assert ssh.splitlines()[0] == "# --- ssh ---"
+    assert {line.split('"')[1] for line in ssh.splitlines()[1:]} == keys
+    headers = [line for line in commented_defaults(indent="").splitlines() if line.startswith("# --- ")]
+    roles = [r for r in ("dlrig", *ORDER) if any(s.role == r for s in registry().values())]
+    assert headers == [f"# --- {r} ---" for r in roles]
+
+
+def test_write_commented_defaults_refreshes_the_block_once(tmp_path):
+    """The block between the marks is replaced at the marks' indent; a second run writes nothing."""
+    import os
+
+    from dlrig.engine.settings import BEGIN_MARK, END_MARK, commented_defaults, write_commented_defaults
+
+    inv = tmp_path / "inventory.py"
+    inv.write_text(f"\n    {BEGIN_MARK}\n    zz stale line\n    {END_MARK}\n")
+    assert write_commented_defaults(str(inv)) is True
+    assert inv.read_text() == (f"\n    {BEGIN_MARK}\n{commented_defaults(indent='    ')}\n    {END_MARK}\n")
+    os.utime(inv, ns=(0, 0))
+    assert write_commented_defaults(str(inv)) is False
+    assert os.stat(inv).st_mtime_ns == 0  # not rewritten
+
 def _dlrig(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "dlrig.cli", *args], capture_output=True, text=True, cwd=cwd)
 
@@ -185,3 +267,36 @@ def test_recorded_pyinfra_keys_match_the_installed_pyinfra():
     recorded = recorded_pyinfra_keys()
     assert recorded is not None, "dlrig/engine/pyinfra_keys.json is for another pyinfra: run tools/pyinfra_keys.py"
     assert recorded == pyinfra_keys(), "run `python3 tools/pyinfra_keys.py`"
+
+
+def test_validating_known_pyinfra_keys_does_not_import_pyinfra():
+    """Keys in the recorded pyinfra list are accepted without importing pyinfra (checked in a fresh
+    interpreter); only a key the record lacks makes validation ask pyinfra itself."""
+    code = ("import sys; from dlrig.engine.settings import validate_host_data; "
+            "assert validate_host_data('h', {'ssh_user': 'me', '_sudo': True}) == []; "
+            "print('pyinfra' in sys.modules); "
+            "validate_host_data('h', {'no_such_key_anywhere': 1}); print('pyinfra' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT_DIR)
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_a_key_declared_by_two_roles_is_a_programming_error(monkeypatch):
+    from dlrig.engine import settings as mod
+
+    monkeypatch.setattr(mod, "_REGISTRY", {})
+    assert mod.declare("one", Setting("k", 1, "int", "h")) == {"k": 1}
+    assert mod.declare("one", Setting("k", 2, "int", "h")) == {"k": 2}  # the same role again: fine
+    with pytest.raises(RuntimeError, match="setting k declared by one and two"):
+        mod.declare("two", Setting("k", 1, "int", "h"))
+    with pytest.raises(RuntimeError, match="setting j declared by two and one"):  # whichever role sorts first
+        mod.declare("two", Setting("j", 1, "int", "h"))
+        mod.declare("one", Setting("j", 1, "int", "h"))
+
+
+def test_a_list_of_paths_takes_the_path_shape_for_each_item():
+    from dlrig.engine.settings import _shape_error, shape_of
+
+    paths = Setting("l", [], "list", "h", item_kind="path")
+    assert shape_of(paths) == "path" and shape_of(Setting("p", "/x", "path", "h")) == "path"
+    assert shape_of(Setting("i", 1, "int", "h")) is None and shape_of(Setting("s", [], "list", "h", item_kind="str")) is None
+    assert _shape_error(paths, ["/ok", "/also/ok"]) is None and _shape_error(paths, ["/ok", "/bad\nline"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dlrig.gpu import packages
+from tests import nvidia_sources as nv
 from tests.ubuntu_sources import binaries, exists, ubuntu_drivers_install
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,8 +80,9 @@ def test_resolve_json_lists_only_packages_ubuntu_has(release, gpu, open_):
     d = j["driver"]
     assert d["packages"] == ubuntu_drivers_install(d["branch"], open_, False, False, "generic")
     assert [n for n in d["packages"] if not exists(release, n)] == []
-    assert j["cuda"]["packages"] == [f"cuda-toolkit-{j['cuda']['version'].replace('.', '-')}"]
-    assert j["cudnn"]["packages"] and all(p.startswith("cudnn9-cuda-") for p in j["cudnn"]["packages"])
+    major, minor = j["cuda"]["version"].split(".")
+    assert j["cuda"]["packages"] == [nv.name("cuda", "toolkit", major=major, minor=minor)]
+    assert j["cudnn"]["packages"] == nv.cudnn(9, int(major))
     human = subprocess.run([sys.executable, "-m", "dlrig", "resolve", "--gpu", gpu, "--os", release],
                            capture_output=True, text=True, cwd=ROOT).stdout
     assert all(n in human for n in d["packages"] + j["cuda"]["packages"] + j["cudnn"]["packages"])
@@ -99,7 +101,7 @@ def test_resolve_json_debian_and_nvidia_sources_list_their_packages():
 
 # ------------------------------------------ every source and part, without a subprocess (fast)
 
-def _res(os_name, source, branch=580, flavor="open", cuda=("12.8", "nvidia"), cudnn=("cudnn9-cuda-12",)):
+def _res(os_name, source, branch=580, flavor="open", cuda=("12.8", "nvidia"), cudnn=("libcudnn9-cuda-12",)):
     from dlrig.gpu import resolver as r
 
     return r.Resolution(os=os_name, gpus=(), driver=r.Driver(branch, flavor, source, source != "ubuntu"),
@@ -108,11 +110,19 @@ def _res(os_name, source, branch=580, flavor="open", cuda=("12.8", "nvidia"), cu
                         torch=r.Torch("2.9", "cu128", "https://download.pytorch.org/whl/cu128"))
 
 
+_OPEN, _PIN = (lambda b: nv.name("driver", "open")), (lambda b: nv.name("driver", "pinning", branch=b))
+_PROP = lambda b: nv.name("driver", "proprietary-branch", branch=b)  # noqa: E731
+
+
 @pytest.mark.parametrize("branch, open_, want", [
-    (580, True, ["nvidia-open", "nvidia-driver-pinning-580"]), (590, True, ["nvidia-open", "nvidia-driver-pinning-590"]),
-    (575, True, ["nvidia-open"]), (579, True, ["nvidia-open"]), (580, False, ["cuda-drivers-580"]),
-    (535, False, ["cuda-drivers-535"])])
+    (580, True, lambda: [_OPEN(580), _PIN(580)]), (590, True, lambda: [_OPEN(590), _PIN(590)]),
+    (575, True, lambda: [_OPEN(575)]), (579, True, lambda: [_OPEN(579)]),
+    (580, False, lambda: [_PROP(580)]), (535, False, lambda: [_PROP(535)]),
+    # from the branch the Driver Installation Guide names, proprietary is the unversioned cuda-drivers
+    (nv.unversioned_from(), False, lambda: [nv.name("driver", "proprietary-unversioned"), _PIN(nv.unversioned_from())]),
+    (595, False, lambda: [nv.name("driver", "proprietary-unversioned"), _PIN(595)])])
 def test_nvidia_repository_driver_names(branch, open_, want):
+    want = want()
     assert packages.nvidia_driver(branch, open_) == want
     assert packages.driver(_res("ubuntu-24.04", "nvidia", branch, "open" if open_ else "proprietary")) == want
 
@@ -136,18 +146,32 @@ def test_driver_passes_every_ubuntu_option_through():
 
 
 def test_cuda_and_cudnn_names():
-    assert packages.cuda("12.8", "nvidia") == ["cuda-toolkit-12-8"]
-    assert packages.cuda("13.0", "nvidia") == ["cuda-toolkit-13-0"]
+    assert packages.cuda("12.8", "nvidia") == [nv.name("cuda", "toolkit", major=12, minor=8)]
+    assert packages.cuda("13.0", "nvidia") == [nv.name("cuda", "toolkit", major=13, minor=0)]
     assert packages.cuda("11.8", "distro") == ["nvidia-cuda-toolkit"]
-    both = ("libcudnn8", "libcudnn8-dev")
-    assert packages.cudnn(both) == ["libcudnn8", "libcudnn8-dev"] and packages.cudnn(both, dev=False) == ["libcudnn8"]
+    eight, nine = nv.cudnn(8), nv.cudnn(9, 13)
+    assert packages.cudnn(eight) == eight and packages.cudnn(eight, dev=False) == eight[:1]
+    assert packages.cudnn(nine) == nine and packages.cudnn(nine, dev=False) == nine[:1]  # libcudnn9-dev-cuda-13 too
+
+
+def test_recorded_nvidia_names_are_in_their_sources_and_the_table_is_fresh():
+    """Every example name of tools/sources/nvidia-repo/packages.tsv is written in its excerpt, and
+    dlrig/gpu/data/nvidia_repo_packages.json is what tools/gen_nvidia_packages.py makes of them."""
+    for part, key, template, example, source in nv.rows():
+        if source != "-":
+            assert example in (nv.SOURCES / source).read_text(), (part, key, example, source)
+    gen = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_nvidia_packages.py"), "--check"], cwd=ROOT)
+    assert gen.returncode == 0, "run python3 tools/gen_nvidia_packages.py"
+    assert packages.nvidia_cudnn(9, "12.8") == tuple(nv.cudnn(9, 12))
+    assert packages.nvidia_cudnn(8, "11.8") == tuple(nv.cudnn(8))
 
 
 def test_for_resolution_lists_each_part():
-    res = _res("ubuntu-24.04", "ubuntu", 580, "open", cudnn=("cudnn9-cuda-12", "libcudnn9-dev-cuda-12"))
+    res = _res("ubuntu-24.04", "ubuntu", 580, "open", cudnn=tuple(nv.cudnn(9, 12)))
     assert packages.for_resolution(res) == {
         "driver": ["nvidia-driver-580-open", "linux-modules-nvidia-580-open-generic"],
-        "cuda": ["cuda-toolkit-12-8"], "cudnn": ["cudnn9-cuda-12", "libcudnn9-dev-cuda-12"]}
+        "cuda": [nv.name("cuda", "toolkit", major=12, minor=8)], "cudnn": nv.cudnn(9, 12)}
+    assert packages.for_resolution(res, cudnn_dev=False)["cudnn"] == nv.cudnn(9, 12)[:1]
     assert packages.for_resolution(res, headless=True)["driver"][0] == "nvidia-headless-no-dkms-580-open"
     bare = _res("ubuntu-24.04", "ubuntu", cuda=None, cudnn=None)
     assert packages.for_resolution(bare)["cuda"] == [] and packages.for_resolution(bare)["cudnn"] == []
@@ -176,8 +200,8 @@ def test_sources_compared_by_value_not_identity():
     fresh = lambda s: "".join(list(s))  # noqa: E731
     from dataclasses import replace
 
-    for source, flavor, first in (("ubuntu", "open", "nvidia-driver-580-open"), ("nvidia", "open", "nvidia-open"),
-                                  ("nvidia", "proprietary", "cuda-drivers-580"), ("debian", "proprietary", "nvidia-driver")):
+    for source, flavor, first in (("ubuntu", "open", "nvidia-driver-580-open"), ("nvidia", "open", nv.name("driver", "open")),
+                                  ("nvidia", "proprietary", _PROP(580)), ("debian", "proprietary", "nvidia-driver")):
         res = _res("ubuntu-24.04", "ubuntu")
         res = replace(res, driver=replace(res.driver, source=fresh(source), flavor=fresh(flavor)))
         assert packages.driver(res)[0] == first
