@@ -73,9 +73,9 @@ def test_ubuntu_2404_nvidia_source_two_4090s_pins_branch():
             "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64 /") in drv
     assert "UPLOAD /etc/apt/preferences.d/dlrig-nvidia-driver" in drv
     assert "Pin: version /^(1:)?580\\./" in drv and "Pin-Priority: 1000" in drv
-    assert "install nvidia-open nvidia-driver-pinning-580" in drv
+    # one transaction: the driver and the running kernel's headers (DKMS needs them)
+    assert "install nvidia-open nvidia-driver-pinning-580 linux-headers-6.8.0-49-generic" in drv
     assert "apt-mark hold nvidia-open nvidia-driver-pinning-580" in drv
-    assert "install --no-install-recommends linux-headers-6.8.0-49-generic" in drv  # DKMS needs them
     # repository added once (by the first role needing it), the toolkit from it
     assert _names(ops).count("NVIDIA CUDA repository (signed-by)") == 1
     assert "cuda-toolkit-13-0" in commands(ops, "cuda")
