@@ -144,7 +144,8 @@ def locked_install_command(must: dict[str, str], optional: dict[str, str], unloc
         f"{{ {where_script(archives(), wanted, tags)}; }} | {{ targets={shlex.quote(' '.join(unlocked))}; moved=''; "
         "while read -r tag kind pkg ver rest; do case $kind in "
         'cached) targets="$targets $rest";; repo) targets="$targets $pkg=$ver";; '
-        'missing) [ "$tag" = must ] && moved="$moved; $pkg: locked $ver, available: ${rest%,}";; esac; done; '
+        'missing) a=${rest%,}; [ "$tag" = must ] && moved="$moved; $pkg: locked $ver, available: ${a:-none}";; '
+        "esac; done; "
         'if [ -n "$moved" ]; then printf "%s%s%s\\n" ' + shlex.quote(pre) + ' "${moved#; }" '
         + shlex.quote(post) + " >&2; exit 1; fi; "
         '[ -z "$targets" ] || ' + install_command([], locked=True) + " $targets; }"
@@ -166,7 +167,7 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
     where = locked_sources()
     standing = _not_at_version(where)
     claimed = getattr(host, _CLAIMED, set())
-    must = {k: entry["apt"][k] for k in keys.values() if k in standing}
+    must = {k: entry["apt"][k] for k in keys.values() if k in standing and k not in claimed}
     optional = {k: entry["apt"][k] for k, s in standing.items() if k not in must and k not in claimed}
     if not must and not optional and not unlocked:
         update(False, repo_ops, what)
