@@ -30,6 +30,7 @@ SOURCE_ROLES = ("nvidia_driver", "cuda", "cudnn")
 
 _UPDATED = "_dlrig_apt_updated"  # host attribute: this run already has an apt-get update
 _CLAIMED = "_dlrig_locked_claimed"  # host attribute: locked packages an earlier transaction installs
+_SOURCES = "_dlrig_source_ops"  # host attribute: operations of this run that change apt sources or pins
 _NO_LOCK = object()
 
 INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef "
@@ -95,6 +96,8 @@ def update(needed: bool, repo_ops: list | tuple = (), what: str = "", fresh: boo
     """``apt-get update`` before the run's first install (``apt_cache_time`` respected unless a
     source changed in this run: ``repo_ops`` or ``fresh``); else only after a repository change."""
     label = f" ({what})" if what else ""
+    if repo_ops:
+        setattr(host, _SOURCES, [*getattr(host, _SOURCES, []), *repo_ops])
     if needed and not getattr(host, _UPDATED, False):
         setattr(host, _UPDATED, True)  # the later roles of this run install from these lists
         apt.update(name=f"apt-get update{label}",
@@ -156,7 +159,8 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
                    unlocked: list[str] | tuple = ()):
     """``packages`` at the lock's versions, plus the locked packages no earlier transaction of this
     run could install (their source may be one of this role's). Refuses before any change when a
-    package is not in the lock, or its version is in no source and this run adds none."""
+    package is not in the lock, or its version is in no source and this run changes none; at run
+    time when a source of this run does not have it either."""
     entry = lock_entry()
     keys = {p: _lock_key(entry, p) for p in packages}
     absent = [p for p, k in keys.items() if k is None]
@@ -173,12 +177,13 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
         update(False, repo_ops, what)
         return None
     gone = {k: where["missing"][k] for k in must if standing[k] == "missing"}
-    if gone and not repo_ops:
+    if gone and not repo_ops and not getattr(host, _SOURCES, []):  # no source of this run can bring them
         moved = "; ".join(f"{p}: {why}" for p, why in sorted(gone.items()))
         raise DeployError(f"{host.name}: " + REFUSAL.format(moved=moved))
     need_lists = bool(unlocked) or any(standing[k] != "cached" for k in {**must, **optional})
     update(need_lists, repo_ops if need_lists else (), what)
-    setattr(host, _CLAIMED, claimed | set(must) | set(optional))
+    # sure to be there after this transaction: what must be, and what may be and is in a source now
+    setattr(host, _CLAIMED, claimed | set(must) | {k for k in optional if standing[k] != "missing"})
     return server.shell(name=name, commands=[locked_install_command(must, optional, unlocked)])
 
 

@@ -24,9 +24,11 @@ def where_script(archives: str, wanted: dict[str, str], tag: dict[str, str] | No
     lines = "\n".join(f"{tag.get(p, '-')} {p} {v} {deb_file_glob(p, v)}" for p, v in sorted(wanted.items()))
     a = shlex.quote(archives)
     return (
-        "t=$(mktemp); dpkg-query -W -f='${db:Status-Abbrev}\\t${binary:Package}\\t${Version}\\n' > \"$t\"; "
+        # installed packages, held ones ("hi") included: the driver's packages are held
+        "t=$(mktemp); dpkg-query -W -f='${db:Status-Abbrev}\\t${binary:Package}\\t${Version}\\n' "
+        "| awk -F'\\t' 'substr($1, 2, 1) == \"i\" { print $2 \"\\t\" $3 }' > \"$t\"; "
         "while read -r tag pkg ver glob; do "
-        'grep -qxF "ii 	$pkg	$ver" "$t" && continue; '
+        'grep -qxF "$pkg	$ver" "$t" && continue; '
         f'f=$(ls -1 {a}/$glob 2>/dev/null | head -1); '
         'if [ -n "$f" ]; then echo "$tag cached $pkg $ver $f"; continue; fi; '
         "av=$(apt-cache madison \"$pkg\" 2>/dev/null | awk -F'|' '{gsub(/ /,\"\",$2); print $2}'); "
