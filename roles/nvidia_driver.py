@@ -231,7 +231,7 @@ def nvidia_driver():
     # kernel, not the lock: a reinstalled OS may boot a newer one).
     headers = kernel_headers(res.os, kernel) if d.dkms and setting("driver_kernel_headers") else []
     packages = aptget.install(OP_PACKAGES, wanted + headers, recommends=setting("driver_recommends"),
-                              repo_ops=repo_ops, what="NVIDIA driver", unlocked=headers)
+                              repo_ops=repo_ops, what="NVIDIA driver", unlocked=headers, removed=conflicts)
 
     if setting("driver_hold"):
         to_hold = [p for p in wanted if p not in held]

@@ -108,17 +108,19 @@ def update(needed: bool, repo_ops: list | tuple = (), what: str = "", fresh: boo
 
 
 def install(name: str, packages: list[str], *, recommends: bool = False, repo_ops: list | tuple = (),
-            what: str = "", fresh: bool = False, unlocked: list[str] | tuple = ()):
+            what: str = "", fresh: bool = False, unlocked: list[str] | tuple = (), removed: list[str] | tuple = ()):
     """A role's apt packages in one ``apt-get install``; the operation, or None when all are there.
 
     ``repo_ops``: operations of this run that change apt sources or pins the packages come from.
     Under ``apply --locked`` every package is installed at the lock's version (see :func:`install_locked`),
     except those in ``unlocked`` (e.g. the running kernel's headers): apt's candidate, as without a lock.
+    ``removed``: packages an earlier operation of this run removes (a conflicting driver): installed
+    again even though the package list read while planning has them.
     """
     if lock_entry() is not None:
         return install_locked(name, [p for p in packages if p not in unlocked], repo_ops=repo_ops, what=what,
                               unlocked=missing(list(unlocked)) if unlocked else [])
-    todo = missing(packages)
+    todo = [p for p in packages if p in missing(packages) or p in removed]
     update(bool(todo), repo_ops, what, fresh)
     if not todo:
         return None
