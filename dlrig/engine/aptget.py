@@ -92,23 +92,23 @@ def install_command(targets: list[str], recommends: bool = False, locked: bool =
     return " ".join([INSTALL, *opts, *(shlex.quote(t) for t in targets)])
 
 
-def update(needed: bool, repo_ops: list | tuple = (), what: str = "", fresh: bool = False) -> None:
+def update(needed: bool, repo_ops: list | tuple = (), what: str = "") -> None:
     """``apt-get update`` before the run's first install (``apt_cache_time`` respected unless a
-    source changed in this run: ``repo_ops`` or ``fresh``); else only after a repository change."""
+    source changes in this run: ``repo_ops``); else only after a repository change."""
     label = f" ({what})" if what else ""
     if repo_ops:
         setattr(host, _SOURCES, [*getattr(host, _SOURCES, []), *repo_ops])
     if needed and not getattr(host, _UPDATED, False):
         setattr(host, _UPDATED, True)  # the later roles of this run install from these lists
         apt.update(name=f"apt-get update{label}",
-                   cache_time=None if (repo_ops or fresh) else setting("apt_cache_time"))
+                   cache_time=None if repo_ops else setting("apt_cache_time"))
     elif repo_ops:
         apt.update(name=f"apt-get update ({what + ' ' if what else ''}repository changed)",
                    _if=any_changed(*repo_ops))
 
 
 def install(name: str, packages: list[str], *, recommends: bool = False, repo_ops: list | tuple = (),
-            what: str = "", fresh: bool = False, unlocked: list[str] | tuple = (), removed: list[str] | tuple = ()):
+            what: str = "", unlocked: list[str] | tuple = (), removed: list[str] | tuple = ()):
     """A role's apt packages in one ``apt-get install``; the operation, or None when all are there.
 
     ``repo_ops``: operations of this run that change apt sources or pins the packages come from.
@@ -121,7 +121,7 @@ def install(name: str, packages: list[str], *, recommends: bool = False, repo_op
         return install_locked(name, [p for p in packages if p not in unlocked], repo_ops=repo_ops, what=what,
                               unlocked=missing(list(unlocked)) if unlocked else [])
     todo = [p for p in packages if p in missing(packages) or p in removed]
-    update(bool(todo), repo_ops, what, fresh)
+    update(bool(todo), repo_ops, what)
     if not todo:
         return None
     return server.shell(name=name, commands=[install_command(todo, recommends)])
@@ -164,8 +164,7 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
     package is not in the lock, or its version is in no source and this run changes none; at run
     time when a source of this run does not have it either."""
     entry = lock_entry()
-    keys = {p: _lock_key(entry, p) for p in packages}
-    absent = [p for p, k in keys.items() if k is None]
+    absent = [p for p in packages if version_for(p) is None]
     if absent:
         raise DeployError(f"{host.name}: --locked: {name} needs {', '.join(absent)}, which the lock does not "
                           "have (the settings changed since `dlrig lock`?): apply without --locked and lock "
@@ -173,7 +172,8 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
     where = locked_sources()
     standing = _not_at_version(where)
     claimed = getattr(host, _CLAIMED, set())
-    must = {k: entry["apt"][k] for k in keys.values() if k in standing and k not in claimed}
+    keys = [_lock_key(entry, p) for p in packages]
+    must = {k: entry["apt"][k] for k in keys if k in standing and k not in claimed}
     optional = {k: entry["apt"][k] for k, s in standing.items() if k not in must and k not in claimed}
     if not must and not optional and not unlocked:
         update(False, repo_ops, what)
