@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from dlrig.roles import ROOT_OWNED, template
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.apt import AptSources
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxName
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine import lockfile
+from dlrig.engine import aptget, lockfile
 from dlrig.engine.facts import DpkgAudit, fact
 from dlrig.engine.hostdata import setting
-from dlrig.engine.lockfacts import LockedDebs
 
 # A dpkg lock loop: `dpkg --configure -a` does not read apt's DPkg::Lock::Timeout.
 _DPKG_REPAIR = (
@@ -79,49 +76,20 @@ def base():
             _if=any_changed(*ca_results),
         )
 
+    sources = []
     if fact(LinuxName) == "Ubuntu" and host.data.ubuntu_enable_universe and not _universe_enabled():
-        if "software-properties-common" not in (fact(DebPackages) or {}):
-            apt.update(name="apt-get update (for software-properties-common)", cache_time=host.data.apt_cache_time)
-            apt.packages(
-                name="software-properties-common (add-apt-repository)",
-                packages=["software-properties-common"],
-            )
-        server.shell(
+        # The one case of two transactions: add-apt-repository comes in a package of its own.
+        aptget.install("software-properties-common (add-apt-repository)", ["software-properties-common"],
+                       recommends=True, what="for software-properties-common")
+        sources.append(server.shell(
             name="enable universe",
             commands=["add-apt-repository --yes --no-update universe"],
-        )
-        needs_update = True
-    else:
-        needs_update = False
+        ))
 
-    locked = lockfile.for_host(setting("dlrig_lock_file"), host.name)
-    if locked is not None:
-        _install_locked(locked, archives or "/var/cache/apt/archives")
+    if aptget.lock_entry() is not None:  # apply --locked: the whole locked set, exact versions
+        aptget.install_lock("locked apt packages")
         return
 
     wanted = list(host.data.base_packages) + list(host.data.base_extra_packages)
-    installed = fact(DebPackages) or {}
-    missing = [p for p in wanted if p not in installed]
-    if missing or needs_update:
-        apt.update(name="apt-get update", cache_time=None if needs_update else host.data.apt_cache_time)
-    if missing:  # installed ones need no operation: apt.packages would read DebPackages again
-        apt.packages(name="essential packages", packages=wanted, no_recommends=True)
+    aptget.install("essential packages", wanted, repo_ops=sources)
 
-
-def _install_locked(locked: dict, archives: str) -> None:
-    """apt --locked: every locked package at its locked version, from cache_dir's archives where
-    they are (no `apt-get update`: this works with every source offline), else from apt's lists;
-    refuses, naming each package that moved, when a locked version is in neither."""
-    where = fact(LockedDebs, archives=archives, wanted=lockfile.apt_wanted(locked))
-    if where["missing"]:
-        moved = "; ".join(f"{p}: {why}" for p, why in sorted(where["missing"].items()))
-        raise DeployError(f"locked apt versions are not available from cache_dir or any apt source: {moved}. "
-                          "Restore the cache, add a source that has them, or lock again (`dlrig lock`)")
-    targets = sorted(where["cached"].values()) + sorted(where["repo"])
-    if targets:
-        server.shell(
-            name=f"locked apt packages ({len(where['cached'])} from cache_dir, {len(where['repo'])} from apt)",
-            commands=["DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-                      "--allow-downgrades -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "
-                      + " ".join(shlex.quote(t) for t in targets)],
-        )

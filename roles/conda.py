@@ -17,9 +17,9 @@ from dlrig.roles.settings.conda import DEFAULTS, MARKER
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import files, server
 
-from dlrig.engine import lockfile, pyenv
+from dlrig.engine import aptget, lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, fact
 from dlrig.engine.hostdata import owned_by, owner, setting
 
@@ -110,8 +110,7 @@ def conda():
     if not state["conda"]:
         installed = fact(DebPackages) or {}
         if "curl" not in installed and "wget" not in installed and lock_entry is None:
-            apt.update(name="apt-get update (curl for the installer)")
-            apt.packages(name="curl for the installer", packages=["curl", "ca-certificates"], no_recommends=True)
+            aptget.install("curl for the installer", ["curl", "ca-certificates"], what="curl for the installer")
         server.shell(
             name=f"install Miniforge into {prefix} (checksum-verified)",
             commands=[install_command(url, sha256, prefix, cached)],

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.cuda import DEFAULTS
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files
+from pyinfra.operations import files
 
+from dlrig.engine import aptget
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
 from dlrig.gpu import packages as apt_names
@@ -25,14 +26,14 @@ DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"
 def cuda():
     if setting("cpu_only"):
         return
-    from dlrig.roles.nvidia_driver import apt_update, ensure_nvidia_repo
+    from dlrig.roles.nvidia_driver import ensure_nvidia_repo
 
     res = resolve_host()
     c = res.cuda
     packages = apt_names.cuda(c.version, c.source)
     repo_ops = ensure_nvidia_repo(res.os) if c.source == "nvidia" else []
-    apt_update(repo_ops, packages, "CUDA toolkit")
-    apt.packages(name=f"CUDA toolkit {c.version} ({c.source})", packages=packages, no_recommends=c.source == "nvidia")
+    aptget.install(f"CUDA toolkit {c.version} ({c.source})", packages, recommends=c.source != "nvidia",
+                   repo_ops=repo_ops, what="CUDA toolkit")
 
     if setting("cuda_profile"):
         if c.source == "nvidia":

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.cudnn import DEFAULTS
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files
+from pyinfra.operations import files
 
+from dlrig.engine import aptget
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
 from dlrig.gpu import packages as apt_names
@@ -24,7 +25,7 @@ PIN = "/etc/apt/preferences.d/dlrig-cudnn"
 def cudnn():
     if setting("cpu_only") or not setting("cudnn_install"):
         return
-    from dlrig.roles.nvidia_driver import apt_update, ensure_nvidia_repo
+    from dlrig.roles.nvidia_driver import ensure_nvidia_repo
 
     res = resolve_host()
     c = res.cudnn
@@ -45,5 +46,4 @@ def cudnn():
         ))
     else:
         files.file(name="no cuDNN pin", path=PIN, present=False)
-    apt_update(repo_ops, packages, "cuDNN")
-    apt.packages(name=f"cuDNN {c.version}", packages=packages, no_recommends=True)
+    aptget.install(f"cuDNN {c.version}", packages, repo_ops=repo_ops, what="cuDNN")

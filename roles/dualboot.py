@@ -26,13 +26,13 @@ from dlrig.roles import ROOT_OWNED
 from dlrig.roles.settings.dualboot import DEFAULTS, UID_FS
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory
 from pyinfra.facts.server import KernelVersion, Users, Which
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import files, server
 
+from dlrig.engine import aptget
 from dlrig.engine.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState, fact
-from dlrig.engine.hostdata import owner, setting
+from dlrig.engine.hostdata import owner
 
 GRUB_DROPIN = "/etc/default/grub.d/99-dlrig.cfg"
 FSTAB = "/etc/fstab"
@@ -109,11 +109,7 @@ def fstab_line(disk: dict, uid: int, gid: int, driver: str) -> str:
 # ---------------------------------------------------------------- the role
 
 def _packages(names: list[str]):
-    installed = fact(DebPackages) or {}
-    missing = [n for n in names if n not in installed]
-    if missing:
-        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
-    return apt.packages(name=" ".join(names), packages=names, no_recommends=True) if missing else None
+    return aptget.install(" ".join(names), names)
 
 
 @deploy("dualboot", data_defaults=DEFAULTS)

@@ -19,9 +19,9 @@ import ipaddress
 from dlrig.roles.settings.firewall import DEFAULTS
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, server
+from pyinfra.operations import server
 
+from dlrig.engine import aptget
 from dlrig.engine.facts import (
     SshConnection,
     SshdEffectivePorts,
@@ -83,9 +83,7 @@ def wanted_rules() -> list[str]:
 
 @deploy("firewall", data_defaults=DEFAULTS)
 def firewall():
-    if "ufw" not in (fact(DebPackages) or {}):
-        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
-        apt.packages(name="ufw", packages=["ufw"], no_recommends=True)
+    aptget.install("ufw", ["ufw"])
 
     rules = wanted_rules()
     present = set(fact(UfwRulesPresent, rules=tuple(rules)))

@@ -25,11 +25,12 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.apt import AptSources
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import Link
+from pyinfra.facts.files import File, Link, Sha256File
 from pyinfra.facts.server import Arch, KernelVersion, LinuxDistribution
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
+from dlrig.engine import aptget
 from dlrig.engine.facts import AptHeld, MokKey, SecureBoot, fact
 from dlrig.engine.hostdata import setting
 from dlrig.engine.stack import resolve_host
@@ -75,21 +76,9 @@ def ensure_nvidia_repo(os_name: str) -> list:
     if done is not None:  # an earlier role of this run added it (and updated apt after it)
         return []
     url = repo_url(os_name)
-    key_url = setting("nvidia_repo_key_url") or f"{url}/3bf863cc.pub"
-    if missing(["curl"]) and missing(["wget"]):  # files.download needs one (the base role installs curl)
-        apt.update(name="apt-get update (for curl)", cache_time=setting("apt_cache_time"))
-        apt.packages(name="curl (download the repository key)", packages=["curl", "ca-certificates"],
-                     no_recommends=True)
     ops = [
         files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", mode="755", **ROOT_OWNED),
-        files.download(
-            name="NVIDIA repository key",
-            src=key_url,
-            dest=KEYRING,
-            mode="644",
-            sha256sum=setting("nvidia_repo_key_sha256"),
-            **ROOT_OWNED,
-        ),
+        *_repo_key(setting("nvidia_repo_key_url") or f"{url}/3bf863cc.pub", setting("nvidia_repo_key_sha256")),
         files.template(
             name="NVIDIA CUDA repository (signed-by)",
             src=template("nvidia-repo.list.j2"),
@@ -105,18 +94,17 @@ def ensure_nvidia_repo(os_name: str) -> list:
     return ops
 
 
-def missing(packages: list[str]) -> list[str]:
-    installed = fact(DebPackages) or {}
-    return [p for p in packages if p not in installed]
-
-
-def apt_update(repo_ops: list, packages: list[str], what: str) -> None:
-    """apt-get update before installing missing packages (once per run), else after a repository change."""
-    if missing(packages) and not getattr(host, "_dlrig_apt_updated", False):
-        host._dlrig_apt_updated = True  # the later roles of this run install from fresh lists too
-        apt.update(name=f"apt-get update ({what})", cache_time=None if repo_ops else setting("apt_cache_time"))
-    elif repo_ops:
-        apt.update(name=f"apt-get update ({what} repository changed)", _if=any_changed(*repo_ops))
+def _repo_key(key_url: str, sha256: str | None) -> list:
+    """The repository key, fetched by apt's own downloader (``apt-helper download-file``, which
+    checks ``sha256``): no curl to install first, so the role's packages stay one transaction."""
+    if fact(File, path=KEYRING) and (not sha256 or fact(Sha256File, path=KEYRING) == sha256.lower()):
+        return []
+    check = f" SHA256:{sha256.lower()}" if sha256 else ""
+    return [server.shell(
+        name="NVIDIA repository key",
+        commands=[f"d=$(mktemp -d) && /usr/lib/apt/apt-helper download-file {quote(key_url)} \"$d/key\"{check} "
+                  f"&& install -m 644 -o root -g root \"$d/key\" {KEYRING}; rc=$?; rm -rf \"$d\"; exit $rc"],
+    )]
 
 
 # --- driver packages ----------------------------------------------------------------------------
@@ -245,11 +233,11 @@ def nvidia_driver():
     else:
         files.file(name="no NVIDIA-repo driver pin", path=DRIVER_PIN, present=False)
 
+    # One transaction: the driver and, for DKMS, the running kernel's headers (they follow the
+    # kernel, not the lock: a reinstalled OS may boot a newer one).
     headers = kernel_headers(res.os, kernel) if d.dkms and setting("driver_kernel_headers") else []
-    apt_update(repo_ops, wanted + headers, "NVIDIA driver")
-    if headers:
-        apt.packages(name="kernel headers for DKMS", packages=headers, no_recommends=True)
-    packages = apt.packages(name=OP_PACKAGES, packages=wanted, no_recommends=not setting("driver_recommends"))
+    packages = aptget.install(OP_PACKAGES, wanted + headers, recommends=setting("driver_recommends"),
+                              repo_ops=repo_ops, what="NVIDIA driver", unlocked=headers, removed=conflicts)
 
     if setting("driver_hold"):
         to_hold = [p for p in wanted if p not in held]
@@ -272,12 +260,13 @@ def nvidia_driver():
                 commands=["systemctl enable nvidia-persistenced.service"],
             )
 
-    changed = [packages] + ([removed] if removed else [])
-    server.shell(
-        name="reboot required (driver changed)",
-        commands=[f"echo 'dlrig: NVIDIA driver changed' > {REBOOT_MARKER}"],
-        _if=any_changed(*changed),
-    )
+    changed = [op for op in (packages, removed) if op is not None]
+    if changed:
+        server.shell(
+            name="reboot required (driver changed)",
+            commands=[f"echo 'dlrig: NVIDIA driver changed' > {REBOOT_MARKER}"],
+            _if=any_changed(*changed),
+        )
 
 
 def _debian_nonfree(res: Resolution) -> list:

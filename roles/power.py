@@ -20,9 +20,10 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
+from dlrig.engine import aptget
 from dlrig.engine.facts import NetInterfaceMac, fact
 
 SLEEP_TARGETS = ("sleep.target", "suspend.target", "hibernate.target", "hybrid-sleep.target",
@@ -50,8 +51,7 @@ def power():
                        dest=LOGIND_DROPIN, mode="644", **ROOT_OWNED)
         if "gdm3" in (fact(DebPackages) or {}):
             dconf = []
-            if "dconf-cli" not in fact(DebPackages):
-                apt.packages(name="dconf-cli (dconf update)", packages=["dconf-cli"], no_recommends=True)
+            aptget.install("dconf-cli (dconf update)", ["dconf-cli"])
             dconf.append(files.template(name="GDM never suspends at the login screen",
                                         src=template("gdm-dconf-power.j2"), dest=GDM_DCONF, mode="644", **ROOT_OWNED))
             server.shell(name="dconf update", commands=["dconf update"], _if=any_changed(*dconf))

@@ -39,12 +39,11 @@ from dlrig.roles.settings.ssh import DEFAULTS
 from pyinfra import host
 from pyinfra import logger as log
 from pyinfra.api import DeployError, deploy
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
 from pyinfra.facts.server import User
-from pyinfra.operations import apt, files, python, server
+from pyinfra.operations import files, python, server
 
-from dlrig.engine import sshaccess
+from dlrig.engine import aptget, sshaccess
 from dlrig.engine.facts import (
     SSHD_CANDIDATE_SH,
     AuthorizedKeyCount,
@@ -301,9 +300,7 @@ def ssh():
                             f"controller ({conn['client']}), so dlrig cannot prove the key works; "
                             "add the address or drop the option")
 
-    if "openssh-server" not in (fact(DebPackages) or {}):
-        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
-        apt.packages(name="OpenSSH server", packages=["openssh-server"], no_recommends=True)
+    aptget.install("OpenSSH server", ["openssh-server"])
 
     # --- the drop-in: proven to keep this login, validated as a whole, then installed ---------
     ports = wanted_ports()

@@ -21,10 +21,9 @@ from dlrig.roles import ROOT_OWNED, template
 from dlrig.roles.settings.unattended_upgrades import DEFAULTS, DRIVER_PACKAGE_PATTERNS
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files
+from pyinfra.operations import files
 
-from dlrig.engine.facts import fact
+from dlrig.engine import aptget
 from dlrig.engine.hostdata import setting
 
 CONF = "/etc/apt/apt.conf.d/52dlrig-unattended-upgrades"
@@ -53,9 +52,7 @@ def unattended_upgrades():
     if not host.data.unattended_upgrades_enabled:
         files.file(name=f"no {CONF}", path=CONF, present=False)
         return
-    if "unattended-upgrades" not in (fact(DebPackages) or {}):
-        apt.update(name="apt-get update", cache_time=setting("apt_cache_time"))
-        apt.packages(name="unattended-upgrades", packages=["unattended-upgrades"], no_recommends=True)
+    aptget.install("unattended-upgrades", ["unattended-upgrades"])
     files.template(
         name="security updates on, GPU driver packages excluded",
         src=template("unattended-upgrades-dlrig.conf.j2"),

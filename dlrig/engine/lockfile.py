@@ -128,7 +128,7 @@ def run(cmd, user=None, check=True):
 r = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${binary:Package}\t${Version}\n"])
 for line in r.stdout.splitlines():
     st, name, ver = line.split("\t")
-    if st.startswith("ii"):
+    if st[1:2] == "i":  # installed, held ("hi") or not: the driver's packages are held
         out["apt"][name] = ver
 
 prefix, envp, user = p["prefix"], p["envp"], p["user"]

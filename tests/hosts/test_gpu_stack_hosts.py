@@ -173,12 +173,23 @@ FAKE_PACKAGES = [
 ]
 
 
-def _build_fake_repo(root: Path, gnupg: Path) -> Path:
+# A newer 580 release (FAKE): the branch pin allows it, so it is apt's candidate once published.
+NEWER_580 = [
+    ("nvidia-kernel-open-dkms", "580.105.08-1", "", {}),
+    ("nvidia-open", "580.105.08-1", "nvidia-kernel-open-dkms (= 580.105.08-1), nvidia-persistenced", {}),
+    ("nvidia-driver-pinning-580", "580.105.08-1", "", {}),
+]
+
+
+def _build_fake_repo(root: Path, gnupg: Path, packages: list = FAKE_PACKAGES) -> Path:
+    """The FAKE repository at ``root``, signed with the key in ``gnupg`` (made on the first call);
+    called again with more packages, it publishes them (a new Packages, Release, signatures)."""
     repo = root / "debian12" / "x86_64"
-    repo.mkdir(parents=True)
+    repo.mkdir(parents=True, exist_ok=True)
     entries = []
-    for name, version, depends, files in FAKE_PACKAGES:
+    for name, version, depends, files in packages:
         pkg = root / "build" / f"{name}_{version}"
+        shutil.rmtree(pkg, ignore_errors=True)
         (pkg / "DEBIAN").mkdir(parents=True)
         control = (f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n"
                    f"Maintainer: dlrig tests <fake@dlrig.invalid>\n"
@@ -204,10 +215,11 @@ def _build_fake_repo(root: Path, gnupg: Path) -> Path:
                f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n")
     (repo / "Release").write_text(release)
     env = dict(os.environ, GNUPGHOME=str(gnupg))
-    gnupg.mkdir(mode=0o700)
-    gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
-    subprocess.run(gpg + ["--quick-gen-key", "dlrig FAKE NVIDIA repo <fake@dlrig.invalid>", "ed25519", "sign", "1d"],
-                   check=True, capture_output=True, env=env)
+    gpg = ["gpg", "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""]
+    if not gnupg.exists():
+        gnupg.mkdir(mode=0o700)
+        subprocess.run(gpg + ["--quick-gen-key", "dlrig FAKE NVIDIA repo <fake@dlrig.invalid>", "ed25519", "sign",
+                              "1d"], check=True, capture_output=True, env=env)
     subprocess.run(gpg + ["--clearsign", "-o", str(repo / "InRelease"), str(repo / "Release")],
                    check=True, capture_output=True, env=env)
     subprocess.run(gpg + ["-abs", "-o", str(repo / "Release.gpg"), str(repo / "Release")],
@@ -300,3 +312,68 @@ def test_switching_source_replaces_the_conflicting_driver(make_hosts, tmp_path, 
     assert "590" in (h.root / "etc/apt/preferences.d/dlrig-nvidia-driver").read_text()
     inv2 = POOL.write_inventory([h], tmp_path / "inventory2.py", data={**data, "driver_branch": 590})
     assert _plan(inv2, "nvidia_driver")["changes"] == []
+
+
+GPU_ROLES = "nvidia_driver,cuda,cudnn"
+
+
+def _versions(h: NSHOST.TestHost, *names: str) -> dict[str, str]:
+    out = h.ssh("dpkg-query -W -f '${Package} ${Version}\\n' " + " ".join(names) + " 2>/dev/null || true").stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_locked_gpu_versions_win_over_a_newer_candidate(make_hosts, tmp_path, fake_nvidia_repo):
+    """Issue 12: lock a host with the driver, CUDA and cuDNN roles applied; NVIDIA (the FAKE repo)
+    then publishes a newer 580; `apply --locked` on a fresh host installs the locked versions, with
+    the branch pin and the holds, and refuses, naming it, a locked version no source has."""
+    first, fresh = make_hosts(2)
+    data = {**FAST, "driver_source": "nvidia", "nvidia_repo_url": fake_nvidia_repo,
+            "nvidia_repo_key_fingerprint": _fingerprint(fake_nvidia_repo)}
+    inv1 = POOL.write_inventory([first], tmp_path / "first.py", data=data)
+    _apply(inv1, GPU_ROLES)
+    lock1 = tmp_path / "first.lock"
+    r = _dlrig("lock", str(inv1), "-o", str(lock1), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    entry = json.loads(lock1.read_text())["hosts"][first.name]
+    locked = {p: entry["apt"][p] for p in ("nvidia-open", "nvidia-kernel-open-dkms", "nvidia-driver-pinning-580",
+                                           "cuda-toolkit-13-0", "cudnn9-cuda-13")}
+    assert locked["nvidia-open"] == "580.95.05-1", locked
+
+    # the FAKE repository publishes 580.105.08: apt's candidate from now on
+    root = Path(tmp_path / "repo")
+    _build_fake_repo(root, tmp_path / "gnupg", FAKE_PACKAGES + NEWER_580)
+
+    # the reinstalled rig: a fresh host that gets the first one's lock entry
+    lock2 = tmp_path / "fresh.lock"
+    lock2.write_text(json.dumps({"dlrig_lock": 1, "hosts": {fresh.name: entry}}))
+    inv2 = POOL.write_inventory([fresh], tmp_path / "fresh.py", data=data)
+    res = _dlrig("plan", str(inv2), "--roles", GPU_ROLES, "--locked", str(lock2), "--json", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    diffs = json.loads(res.stdout.strip().splitlines()[-1])["differences"][fresh.name]
+    assert "apt nvidia-open: locked 580.95.05-1, not installed" in diffs, diffs
+
+    t0 = time.monotonic()
+    _apply(inv2, GPU_ROLES, "--locked", str(lock2))
+    print(f"apply --locked {GPU_ROLES}: {time.monotonic() - t0:.1f} s")
+    assert _versions(fresh, *locked) == locked
+    policy = fresh.ssh("apt-cache policy nvidia-open").stdout
+    assert "Candidate: 580.105.08-1" in policy, policy  # the newer one was there: the lock won
+    assert {"nvidia-open", "nvidia-driver-pinning-580"} <= set(fresh.ssh("apt-mark showhold").stdout.split())
+    assert "Pin: version /^(1:)?580\\./" in (fresh.root / "etc/apt/preferences.d/dlrig-nvidia-driver").read_text()
+    res = _dlrig("plan", str(inv2), "--roles", GPU_ROLES, "--locked", str(lock2), "--json", timeout=300)
+    diffs = json.loads(res.stdout.strip().splitlines()[-1])["differences"][fresh.name]
+    assert not [d for d in diffs if "nvidia" in d or "cud" in d], diffs
+    # re-applying the lock changes nothing
+    again = _apply(inv2, GPU_ROLES, "--locked", str(lock2))
+    assert again["hosts"][fresh.name]["changed"] == 0, again
+    assert _versions(fresh, *locked) == locked
+
+    # a locked version no source has (nor cache_dir): refused, naming it and what there is instead
+    moved = json.loads(json.dumps(entry))
+    moved["apt"]["cudnn9-cuda-13"] = "9.99.0.1-1"
+    lock3 = tmp_path / "moved.lock"
+    lock3.write_text(json.dumps({"dlrig_lock": 1, "hosts": {fresh.name: moved}}))
+    r = _dlrig("apply", str(inv2), "--roles", GPU_ROLES, "--locked", str(lock3), "--yes")
+    assert r.returncode != 0
+    assert "cudnn9-cuda-13: locked 9.99.0.1-1, available: 9.17.0.29-1" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert _versions(fresh, "cudnn9-cuda-13") == {"cudnn9-cuda-13": "9.17.0.29-1"}
