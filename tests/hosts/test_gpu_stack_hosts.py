@@ -336,7 +336,7 @@ def test_locked_gpu_versions_win_over_a_newer_candidate(make_hosts, tmp_path, fa
     assert r.returncode == 0, r.stdout + r.stderr
     entry = json.loads(lock1.read_text())["hosts"][first.name]
     locked = {p: entry["apt"][p] for p in ("nvidia-open", "nvidia-kernel-open-dkms", "nvidia-driver-pinning-580",
-                                           "cuda-toolkit-13-0", "cudnn9-cuda-13")}
+                                           "cuda-toolkit-13-0", "libcudnn9-cuda-13")}
     assert locked["nvidia-open"] == "580.95.05-1", locked
 
     # the FAKE repository publishes 580.105.08: apt's candidate from now on
@@ -370,10 +370,10 @@ def test_locked_gpu_versions_win_over_a_newer_candidate(make_hosts, tmp_path, fa
 
     # a locked version no source has (nor cache_dir): refused, naming it and what there is instead
     moved = json.loads(json.dumps(entry))
-    moved["apt"]["cudnn9-cuda-13"] = "9.99.0.1-1"
+    moved["apt"]["libcudnn9-cuda-13"] = "9.99.0.1-1"
     lock3 = tmp_path / "moved.lock"
     lock3.write_text(json.dumps({"dlrig_lock": 1, "hosts": {fresh.name: moved}}))
     r = _dlrig("apply", str(inv2), "--roles", GPU_ROLES, "--locked", str(lock3), "--yes")
     assert r.returncode != 0
-    assert "cudnn9-cuda-13: locked 9.99.0.1-1, available: 9.17.0.29-1" in r.stdout + r.stderr, r.stdout + r.stderr
-    assert _versions(fresh, "cudnn9-cuda-13") == {"cudnn9-cuda-13": "9.17.0.29-1"}
+    assert "libcudnn9-cuda-13: locked 9.99.0.1-1, available: 9.17.0.29-1" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert _versions(fresh, "libcudnn9-cuda-13") == {"libcudnn9-cuda-13": "9.17.0.29-1"}
