@@ -53,6 +53,7 @@ def revert_roles(roles: str | None) -> str:
 
 
 @click.command()
+@common.sudo_password_option
 @common.inventory_arg
 @common.roles_opt
 @common.data_opt

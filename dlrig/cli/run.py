@@ -29,6 +29,7 @@ from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 
 
 @click.command()
+@common.sudo_password_option
 @common.inventory_arg
 @common.roles_opt
 @common.data_opt
@@ -106,6 +107,7 @@ def _print_plan(hosts, changes, conditional, status=None) -> None:
 
 
 @click.command()
+@common.sudo_password_option
 @common.jupyter_password_option
 @common.inventory_arg
 @common.roles_opt
