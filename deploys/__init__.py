@@ -22,10 +22,19 @@ def report_name(host_name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in host_name) + ".json"
 
 
+def sudo_password(host) -> None:
+    """DLRIG_SUDO_PASSWORD (or --sudo-password-prompt's answer) for pyinfra's sudo: every deploy
+    file calls this before its first fact."""
+    from dlrig.engine.sudopass import use_in_pyinfra
+
+    use_in_pyinfra(host)
+
+
 def run_roles(default: list[str] | None = None) -> None:
     """Apply the roles this host asks for (``dlrig_roles``), or ``default``, in dlrig's order."""
     from pyinfra import host  # here, not at the top: the CLI imports this package for deploy_file()
 
+    sudo_password(host)
     wanted = host.data.get("dlrig_roles")
     for name in parse_roles(wanted if wanted is not None else default):
         role = load(name)

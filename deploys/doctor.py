@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dlrig.deploys import report_name
+from dlrig.deploys import report_name, sudo_password
 from dlrig.roles.nvidia_driver import DRIVER_PACKAGE, package_options
 from pyinfra import host
 from pyinfra.api import DeployError
@@ -18,6 +18,7 @@ from dlrig.engine.stack import host_os, resolve_host
 from dlrig.gpu import packages
 from dlrig.gpu.table import UnknownGpu, parse_lspci
 
+sudo_password(host)
 out = Path(host.data.get("dlrig_doctor_out"))
 try:
     gpus = [g.as_json() for g in parse_lspci(host.get_fact(Lspci) or [])]

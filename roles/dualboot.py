@@ -112,18 +112,22 @@ def _packages(names: list[str]):
     return aptget.install(" ".join(names), names)
 
 
-@deploy("dualboot", data_defaults=DEFAULTS)
-def dualboot():
-    # --- hardware clock
+def hardware_clock(local: bool) -> None:
+    """The hardware clock in local time or UTC (also ``dlrig revert``, which puts UTC back)."""
     systemd_running = fact(Directory, path="/run/systemd/system") is not None
-    new_adjtime = adjtime_text(fact(AdjtimeContents), host.data.rtc_local)
+    new_adjtime = adjtime_text(fact(AdjtimeContents), local)
     if new_adjtime is not None:
         if systemd_running and fact(Which, command="timedatectl"):
-            server.shell(name=f"hardware clock in {'local time' if host.data.rtc_local else 'UTC'}",
-                         commands=[f"timedatectl set-local-rtc {1 if host.data.rtc_local else 0}"])
+            server.shell(name=f"hardware clock in {'local time' if local else 'UTC'}",
+                         commands=[f"timedatectl set-local-rtc {1 if local else 0}"])
         else:
-            files.put(name=f"hardware clock in {'local time' if host.data.rtc_local else 'UTC'} (/etc/adjtime)",
+            files.put(name=f"hardware clock in {'local time' if local else 'UTC'} (/etc/adjtime)",
                       src=io.StringIO(new_adjtime), dest="/etc/adjtime", mode="644", **ROOT_OWNED)
+
+
+@deploy("dualboot", data_defaults=DEFAULTS)
+def dualboot():
+    hardware_clock(host.data.rtc_local)
 
     # --- GRUB
     disks = list(host.data.data_disks)

@@ -44,6 +44,7 @@ from pyinfra.facts.server import User
 from pyinfra.operations import files, python, server
 
 from dlrig.engine import aptget, sshaccess
+from dlrig.engine.sudopass import password_for
 from dlrig.engine.facts import (
     SSHD_CANDIDATE_SH,
     AuthorizedKeyCount,
@@ -227,7 +228,7 @@ def new_login_sudo(state, host_, login: str) -> str | None:
     kwargs = connector.make_paramiko_kwargs()
     hostname = kwargs.pop("hostname")
     kwargs["timeout"] = 10
-    sudo_password = host_.data.get("_sudo_password")
+    sudo_password = password_for(host_.data)
     cmd = "true" if login == "root" else ("sudo -S -p '' true" if sudo_password else "sudo -n true")
     why = "no attempt"
     for _ in range(10):

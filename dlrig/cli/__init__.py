@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from dlrig import __version__
-from dlrig.cli import demo, init, lock, resolve, run, verify
+from dlrig.cli import demo, init, lock, resolve, revert, run, verify
 
 
 class _Group(click.Group):
@@ -35,5 +35,5 @@ def main() -> None:
 
 for _command in (init.init, run.plan, run.apply, run.check, run.settings, demo.demo, resolve.resolve, resolve.doctor,
                  verify.verify, verify.bench, lock.lock,
-                 lock.backup, lock.cache):
+                 lock.backup, lock.cache, revert.files, revert.revert):
     main.add_command(_command)

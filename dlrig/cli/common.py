@@ -37,6 +37,9 @@ def parse_data(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UserError(f"--data {pair!r}: use KEY=VALUE, e.g. --data jupyter_port=8890")
+        if key == "_sudo_password":
+            raise UserError("--data _sudo_password: a command line shows in `ps` and in apply's log; use "
+                            "--sudo-password-prompt or the DLRIG_SUDO_PASSWORD environment variable")
         out[key] = _literal(raw)
     return out
 
@@ -103,3 +106,23 @@ def jupyter_password_option(f: Callable) -> Callable:
 def tail(text: str, lines: int = 15) -> str:
     """The last lines of a subprocess's output, for an error report."""
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def sudo_password_option(f: Callable) -> Callable:
+    """``--sudo-password-prompt``: ask for the sudo password once; dlrig's children (plan's and
+    apply's pyinfra, the apply lock) get it through ``DLRIG_SUDO_PASSWORD`` (dlrig.engine.sudopass)."""
+    @functools.wraps(f)
+    def wrapper(*args, sudo_password_prompt: bool = False, **kwargs):
+        if sudo_password_prompt:
+            import os
+
+            from dlrig.engine.sudopass import ENV
+
+            os.environ[ENV] = click.prompt("sudo password", hide_input=True, err=True)
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--sudo-password-prompt",
+        is_flag=True,
+        help="Ask once for the sudo password on the hosts (or set DLRIG_SUDO_PASSWORD).",
+    )(wrapper)

@@ -29,6 +29,7 @@ from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 
 
 @click.command()
+@common.sudo_password_option
 @common.inventory_arg
 @common.roles_opt
 @common.data_opt
@@ -106,6 +107,7 @@ def _print_plan(hosts, changes, conditional, status=None) -> None:
 
 
 @click.command()
+@common.sudo_password_option
 @common.jupyter_password_option
 @common.inventory_arg
 @common.roles_opt
@@ -186,7 +188,7 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
 
 
 def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as_json: bool,
-                  limit: list[str] | None = None):
+                  limit: list[str] | None = None, command: str = "apply", deploy: str = "workstation"):
     """Run the apply; one line per role on stderr (pyinfra's own output with -v; nothing with
     --json) and every line of pyinfra's output in a log file, whose path is printed even when
     dlrig stops on an exception."""
@@ -194,9 +196,9 @@ def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int,
 
     roles = sorted({r for h in hosts for r in parse_roles(effective_data(h.data).get("dlrig_roles"))},
                    key=parse_roles(None).index)
-    log_path, log = new_log("apply")
-    cmd = pyinfra_command(inventory, deploy_file(), dry=False, data=pyinfra_data, verbose=verbose, limit=limit)
-    log.write(f"$ dlrig apply {inventory}\n# pyinfra: {' '.join(cmd[:2])} ... {' '.join(cmd[4:])}\n")
+    log_path, log = new_log(command)
+    cmd = pyinfra_command(inventory, deploy_file(deploy), dry=False, data=pyinfra_data, verbose=verbose, limit=limit)
+    log.write(f"$ dlrig {command} {inventory}\n# pyinfra: {' '.join(cmd[:2])} ... {' '.join(cmd[4:])}\n")
     progress = RoleProgress(roles, log=log, raw=bool(verbose), quiet=as_json)
     try:
         result = run_pyinfra(cmd, show_progress=progress)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlrig.engine.sudopass import REFUSED, password_for, refused_message, sudo_argv
+
 LOCK_FILE = "/run/lock/dlrig-apply.lock"
 SINCE_FILE = "/run/lock/dlrig-apply.since"
 LOCKED, BUSY = "LOCKED", "BUSY"
@@ -42,10 +44,7 @@ def _argv(script: str, data: dict[str, Any], user: str | None) -> tuple[list[str
     """The command (as argv) under sudo when the login is not root, and what goes first on its stdin."""
     if user == "root" or (user is None and os.geteuid() == 0):
         return ["sh", "-c", script], None
-    password = data.get("_sudo_password")
-    if password:
-        return ["sudo", "-S", "-p", "", "sh", "-c", script], str(password) + "\n"
-    return ["sudo", "-n", "sh", "-c", script], None
+    return sudo_argv(script, password_for(data))
 
 
 @dataclass
@@ -171,7 +170,7 @@ def _take_local(h, timeout: int, note) -> tuple[_Held | None, str]:
         close()
         return proc.stderr.read()
 
-    return _outcome(h.name, line, finish, close)
+    return _outcome(h.name, line, finish, close, h.data)
 
 
 def _close_local(proc) -> None:
@@ -181,13 +180,15 @@ def _close_local(proc) -> None:
         proc.wait(timeout=30)
 
 
-def _outcome(name: str, line: str, finish, close) -> tuple[_Held | None, str]:
+def _outcome(name: str, line: str, finish, close, data=None) -> tuple[_Held | None, str]:
     """Held when the session said LOCKED; else ended, with the one-line reason."""
     if line.strip() == LOCKED:
         return _Held(name, close), ""
     err = finish().strip().splitlines()
     if line.startswith(BUSY):
         return None, _busy(name, line[len(BUSY):])
+    if line.strip() == REFUSED:
+        return None, refused_message(name, data or {})
     return None, f"cannot take the apply lock on {name}: {line.strip() or (err[-1] if err else 'no answer')}"
 
 
@@ -262,4 +263,4 @@ def _take_ssh(h, timeout: int, note, client) -> tuple[_Held | None, str]:
 
     line = _read_first_line(readline, h.name, timeout, note,
                             lambda: chan.recv_ready() or chan.exit_status_ready())
-    return _outcome(h.name, line, finish, close)
+    return _outcome(h.name, line, finish, close, d)

@@ -72,17 +72,18 @@ def _stale_namespaces() -> None:
             _ip("netns", "del", ns, check=False)
 
 
-def _preinstall_ufw(root: Path) -> None:
+def _preinstall_ufw(root: Path, packages: tuple[str, ...] = ("ufw",)) -> None:
     script = ('set -e; R=$1; mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"; '
               'chroot "$R" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive '
-              'apt-get install -y -qq --no-install-recommends ufw >/dev/null"')
+              f'apt-get install -y -qq --no-install-recommends {" ".join(packages)} >/dev/null"')
     res = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                           str(root)], capture_output=True, text=True, env=SYSTEM._clean_env(), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 @pytest.fixture
-def netns_host(golden_image, tmp_path):
+def netns_host(golden_image, tmp_path, request):
+    """A test host in its own network namespace, with ufw (or the packages of an indirect param)."""
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
         pytest.skip("ip netns does not work here")
     _stale_namespaces()
@@ -111,7 +112,7 @@ def netns_host(golden_image, tmp_path):
         host._write_state()
         host.root, host._overlay = pool._prepare_root(hostdir)
         pool._personalize(host)
-        _preinstall_ufw(host.root)
+        _preinstall_ufw(host.root, getattr(request, "param", ("ufw",)))
         host._launch()
         host._wait_ready(30)
         yield host
