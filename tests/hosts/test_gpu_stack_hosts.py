@@ -31,6 +31,7 @@ from dlrig.testing import pool as POOL
 
 pytestmark = pytest.mark.hosts
 
+ROOT = Path(__file__).resolve().parents[2]
 DEB_CACHE = Path(os.environ.get("DLRIG_DEB_CACHE", Path.home() / ".cache" / "dlrig" / "debs"))
 GPU = ["10de:1e84"]
 # No kernel headers (and so no DKMS module build: a test host has no kernel of its own to build for).
@@ -116,7 +117,13 @@ def test_doctor_reports_facts_and_plan(make_hosts, tmp_path):
     r = out["hosts"][h.name]
     assert r["facts"]["os"] == "debian-12"
     assert r["facts"]["driver"]["loaded"] is None
-    assert r["resolution"]["driver"] == {"branch": 535, "flavor": "proprietary", "source": "debian"}
+    driver = dict(r["resolution"]["driver"])
+    pkgs = driver.pop("packages")
+    assert driver == {"branch": 535, "flavor": "proprietary", "source": "debian"}
+    # the packages doctor plans are Debian 12's real ones (its recorded Packages index)
+    recorded = (ROOT / "tools/sources/debian/nvidia-driver.txt").read_text().split("## dists/trixie")[0]
+    assert "nvidia-driver" in pkgs and all(f"\n{p} 535." in recorded for p in pkgs if p != "nvidia-persistenced"), pkgs
+    assert all(f"\n{p} " in recorded for p in pkgs), pkgs
     text = _dlrig("doctor", str(inv), timeout=120).stdout
     assert "secure boot" in text and "plan driver  535 proprietary from debian" in text
 
