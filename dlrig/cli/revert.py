@@ -9,11 +9,9 @@ import sys
 import click
 
 from dlrig.cli import common
-from dlrig.engine import applylock
 from dlrig.engine.catalogue import parse_roles
 from dlrig.engine.inventory import UserError
-from dlrig.engine.preflight import effective_data
-from dlrig.engine.runner import FAILED, RunResult, host_status
+from dlrig.engine.runner import FAILED, host_status
 
 
 @click.command()
@@ -63,7 +61,7 @@ def revert_roles(roles: str | None) -> str:
 def revert(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, yes: bool, verbose: int) -> None:
     """Put the config-only roles (ssh, firewall, power, unattended_upgrades, dualboot) back to the
     distribution's defaults; SSH keeps working (the ssh role's lock-out proof)."""
-    from dlrig.cli.run import _apply_logged
+    from dlrig.cli.run import run_locked
 
     try:
         names = revert_roles(roles)
@@ -74,23 +72,17 @@ def revert(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bo
         if not sys.stdin.isatty():
             common.fail(UserError("revert needs confirmation: add --yes"))
         click.confirm(f"Revert {names.replace(',', ', ')} on {', '.join(h.name for h in hosts)}?", abort=True)
-    with applylock.acquire(hosts, lambda h: effective_data(h.data)["apply_lock_timeout"],
-                           note=lambda line: click.echo(f"dlrig: {line}", err=True)) as locks:
-        if len(locks.refused) == len(hosts):
-            result, log_path = RunResult(1), None
-        else:
-            limit = [h.name for h in hosts if h.name not in locks.refused] if locks.refused else None
-            result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json, limit,
-                                             command="revert", deploy="revert")
+    result, log_path, refused = run_locked(inventory, pyinfra_data, hosts, verbose, as_json,
+                                           command="revert", deploy="revert")
     if result.interrupted:
         from dlrig.cli.run import report_interrupted
 
         report_interrupted(result, hosts, as_json, command="revert")
     status = host_status(result, [h.name for h in hosts], dry=False)
-    for name, reason in locks.refused.items():
+    for name, reason in refused.items():
         status[name] = (FAILED, [reason])
     summary = result.summary([h.name for h in hosts])
-    ok = result.returncode == 0 and all(s.ok for s in summary.values()) and not locks.refused
+    ok = result.returncode == 0 and all(s.ok for s in summary.values()) and not refused
     if as_json:
         click.echo(json.dumps({"roles": names.split(","), "ok": ok,
                                "hosts": {n: {"status": st, "changed": summary[n].changed, "errors": why}

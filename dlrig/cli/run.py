@@ -146,19 +146,12 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             sys.exit(0)
         click.confirm("Apply these changes?", abort=True)
 
-    with applylock.acquire(hosts, lambda h: effective_data(h.data)["apply_lock_timeout"],
-                           note=lambda line: click.echo(f"dlrig: {line}", err=True)) as locks:
-        # A host whose lock another apply holds is failed here, before any change; the others run.
-        if len(locks.refused) == len(hosts):
-            result, log_path = RunResult(1), None
-        else:
-            limit = [h.name for h in hosts if h.name not in locks.refused] if locks.refused else None
-            result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json, limit)
+    result, log_path, refused = run_locked(inventory, pyinfra_data, hosts, verbose, as_json)
     if result.interrupted:
         report_interrupted(result, hosts, as_json)
     summary = result.summary([h.name for h in hosts])
     status = host_status(result, [h.name for h in hosts], dry=False)
-    for name, reason in locks.refused.items():
+    for name, reason in refused.items():
         summary[name] = HostSummary(failed=1, errors=[reason])
         status[name] = (FAILED, [reason])
     all_ok = result.returncode == 0 and all(s.ok for s in summary.values())
@@ -185,6 +178,23 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
     if log_path:
         click.echo(f"log: {log_path}", err=True)
     sys.exit(0 if all_ok else 1)
+
+
+def run_locked(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as_json: bool,
+               command: str = "apply", deploy: str = "workstation"):
+    """Take every host's apply lock, then run ``deploy`` (logged) on the hosts that got theirs.
+
+    A host whose lock another run holds is failed here, before any change; the others run.
+    Returns (result, log path or None, {refused host: reason})."""
+    with applylock.acquire(hosts, lambda h: effective_data(h.data)["apply_lock_timeout"],
+                           note=lambda line: click.echo(f"dlrig: {line}", err=True)) as locks:
+        refused = dict(locks.refused)
+        if len(refused) == len(hosts):
+            return RunResult(1), None, refused
+        limit = [h.name for h in hosts if h.name not in refused] if refused else None
+        result, log_path = _apply_logged(inventory, pyinfra_data, hosts, verbose, as_json, limit,
+                                         command=command, deploy=deploy)
+        return result, log_path, refused
 
 
 def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as_json: bool,
