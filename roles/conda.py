@@ -21,7 +21,7 @@ from pyinfra.operations import files, server
 
 from dlrig.engine import aptget, lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, fact
-from dlrig.engine.hostdata import owned_by, owner, setting
+from dlrig.engine.hostdata import owned_by, owner, owner_home, setting
 
 # Miniforge3 24.11.3-0; checksum as published with the release (and in Arch's AUR PKGBUILD).
 # GitHub is unreachable from where dlrig is tested: bump both together, from the release's
@@ -90,7 +90,8 @@ def version_mismatch(state: dict, url: str, sha256: str) -> str | None:
 @deploy("conda", data_defaults=DEFAULTS)
 def conda():
     user = owner()
-    prefix = pyenv.conda_prefix({"conda_prefix": setting("conda_prefix")}, user)
+    home = owner_home(user)
+    prefix = pyenv.conda_prefix({"conda_prefix": setting("conda_prefix")}, user, home)
     url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
     lock_entry = lockfile.for_host(setting("dlrig_lock_file"), host.name)
     locked = (lock_entry or {}).get("miniforge")
@@ -132,7 +133,7 @@ def conda():
         mode="644",
         **owned_by(user),
     )
-    bashrc = f"{pyenv.home_of(user)}/.bashrc"
+    bashrc = f"{home}/.bashrc"
     files.file(name="the user's ~/.bashrc exists", path=bashrc, **owned_by(user), present=True)
     files.block(
         name="conda in the user's bash (~/.bashrc)",

@@ -25,7 +25,7 @@ from pyinfra.operations.util import any_changed
 
 from dlrig.engine import passwords, pyenv
 from dlrig.engine.facts import PythonEnv, SystemdBooted, fact
-from dlrig.engine.hostdata import owned_by, owner, setting
+from dlrig.engine.hostdata import owned_by, owner, owner_home, setting
 
 _PASSWORD_FIX = ("set jupyter_password_hash (python -c 'from jupyter_server.auth import passwd; print(passwd())') "
                  "or run `dlrig apply --jupyter-password-prompt`")
@@ -43,7 +43,7 @@ def installed_hash(lines: list[str] | None) -> str | None:
 @deploy("jupyter", data_defaults=DEFAULTS)
 def jupyter():
     user, home, prefix, env_name, envp, python = pyenv.env_layout(
-        owner(), setting("conda_prefix"), setting("env_name"))
+        owner(), setting("conda_prefix"), setting("env_name"), owner_home())
     as_user = pyenv.as_user(user)
     config_path = f"{home}/.jupyter/jupyter_server_config.py"
     # No hash given: keep the installed one (set once with --jupyter-password-prompt), else refuse.

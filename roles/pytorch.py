@@ -27,7 +27,7 @@ from pyinfra.operations import files, server
 
 from dlrig.engine import lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, PythonEnv, fact
-from dlrig.engine.hostdata import owned_by, owner, setting
+from dlrig.engine.hostdata import owned_by, owner, owner_home, setting
 from dlrig.engine.lockfacts import MissingFiles
 from dlrig.engine.stack import resolve_host
 
@@ -57,7 +57,7 @@ def packages_command(python: str, specs: list[str], find_links: tuple[str, ...],
 @deploy("pytorch", data_defaults=DEFAULTS)
 def pytorch():
     user, home, prefix, env_name, envp, python = pyenv.env_layout(
-        owner(), setting("conda_prefix"), setting("env_name"))
+        owner(), setting("conda_prefix"), setting("env_name"), owner_home())
     as_user = pyenv.as_user(user)
     src = _torch_source()
 

@@ -22,6 +22,13 @@ def _owner(remote: Any, data: dict[str, Any]) -> str:
     return data.get("workstation_user") or data.get("ssh_user") or remote.run("id -un").stdout.strip()
 
 
+def _home(remote: Any, user: str) -> str:
+    """``user``'s home from the host's passwd (``getent``), else the usual place."""
+    from dlrig.engine import pyenv
+
+    return pyenv.home_of(user, remote.run(pyenv.home_command(user)).stdout.strip() or None)
+
+
 def _read_host(h: Any, download: bool) -> dict[str, Any]:
     """Connect to one host and read what the lock records (see :mod:`dlrig.engine.lockfile`)."""
     from dlrig.engine import lockfile, pyenv
@@ -31,7 +38,8 @@ def _read_host(h: Any, download: bool) -> dict[str, Any]:
 
     data = effective_data(h.data)
     with Remote(h.name, data) as remote:
-        layout = pyenv.env_layout(_owner(remote, data), data.get("conda_prefix"), data.get("env_name"))
+        user = _owner(remote, data)
+        layout = pyenv.env_layout(user, data.get("conda_prefix"), data.get("env_name"), _home(remote, user))
         index = lockfile.torch_index_for(data, None)
         params = lockfile.probe_params(data, layout, index, download=download)
         r = remote.run(lockfile.probe_command(params), root=True)
@@ -83,7 +91,6 @@ def backup(inventory: str, data: tuple[str, ...], output: str) -> None:
     `dlrig apply --restore BACKUP` puts them back after a reinstall. Nothing secret is printed.
     """
     from dlrig.engine import backup as BACKUP
-    from dlrig.engine import pyenv
     from dlrig.engine.preflight import effective_data
     from dlrig.engine.remote import Remote, RemoteError
     from dlrig.roles.dualboot import FSTAB_MARKER
@@ -94,7 +101,7 @@ def backup(inventory: str, data: tuple[str, ...], output: str) -> None:
         for h in hosts:
             d = effective_data(h.data)
             with Remote(h.name, d) as remote:
-                home = pyenv.home_of(_owner(remote, d))
+                home = _home(remote, _owner(remote, d))
                 r = remote.run(BACKUP.collect_command([f"{home}/.jupyter/jupyter_server_config.py"], FSTAB_MARKER),
                                root=True)
             saved[h.name] = json.loads(r.stdout)

@@ -41,6 +41,19 @@ def fact(cls: type[FactBase], *args, **kwargs) -> Any:
 
 
 
+class UserHome(FactBase):
+    """A user's home directory from the host's passwd (``getent passwd``), or None when unknown."""
+
+    def command(self, user: str) -> str:
+        from dlrig.engine.pyenv import home_command
+
+        return home_command(user)
+
+    def process(self, output):
+        lines = [line.strip() for line in output if line.strip()]
+        return lines[0] if lines else None
+
+
 class DpkgAudit(FactBase):
     """Lines of ``dpkg --audit``: empty when no package is half-installed or unconfigured."""
 

@@ -21,6 +21,16 @@ def owner() -> str:
     return setting("workstation_user") or host.data.get("ssh_user") or fact(LoginUser, _sudo=False)
 
 
+def owner_home(user: str | None = None) -> str:
+    """The home directory of ``user`` (default: the owner) from the host's passwd (``getent``),
+    else the usual place for a user the host does not know yet (``/home/USER``)."""
+    from dlrig.engine import pyenv
+    from dlrig.engine.facts import UserHome, fact
+
+    user = user or owner()
+    return pyenv.home_of(user, fact(UserHome, user=user))
+
+
 def owned_by(user: str) -> dict[str, str]:
     """``user=``/``group=`` arguments for a file of ``user``'s: the user and their primary group
     (from the host's passwd; the user alone where the host does not know them yet), so that

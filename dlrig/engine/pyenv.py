@@ -24,12 +24,21 @@ JUPYTER_PACKAGES = ("jupyterlab",)
 
 # ------------------------------------------------------------------------------ paths
 
-def home_of(user: str) -> str:
+def home_of(user: str, home: str | None = None) -> str:
+    """``user``'s home directory: ``home`` as the host's passwd gives it (:func:`home_command`),
+    else the usual place (``/root``, ``/home/USER``) for a user the host does not know yet."""
+    if home:
+        return home
     return "/root" if user == "root" else f"/home/{user}"
 
 
-def conda_prefix(data: dict[str, Any], user: str) -> str:
-    return data.get("conda_prefix") or f"{home_of(user)}/miniforge3"
+def home_command(user: str) -> str:
+    """Shell that prints ``user``'s home from the host's passwd (``getent``: NSS, LDAP too), or nothing."""
+    return f"getent passwd {shlex.quote(user)} | cut -d: -f6"
+
+
+def conda_prefix(data: dict[str, Any], user: str, home: str | None = None) -> str:
+    return data.get("conda_prefix") or f"{home_of(user, home)}/miniforge3"
 
 
 def env_prefix(prefix: str, env_name: str) -> str:
@@ -51,9 +60,9 @@ class EnvLayout(NamedTuple):
     python: str
 
 
-def env_layout(user: str, conda_prefix_setting: str | None, env_name: str) -> EnvLayout:
-    prefix = conda_prefix({"conda_prefix": conda_prefix_setting}, user)
-    return EnvLayout(user, home_of(user), prefix, env_name, env_prefix(prefix, env_name), env_python(prefix, env_name))
+def env_layout(user: str, conda_prefix_setting: str | None, env_name: str, home: str | None = None) -> EnvLayout:
+    prefix = conda_prefix({"conda_prefix": conda_prefix_setting}, user, home)
+    return EnvLayout(user, home_of(user, home), prefix, env_name, env_prefix(prefix, env_name), env_python(prefix, env_name))
 
 
 def as_user(user: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@
   conda env's python (``conda_prefix``/``env_name``) when those settings exist, else ``python3``.
 - ``python_given``: True when ``--python`` named it (torch checks then run whatever the roles).
 - ``host_roles``: the roles whose checks run on this host.
+- ``owner`` / ``owner_home``: the rig's owner and their home from the host's passwd (``getent``).
 - ``run_json(host, python, code)``: run a Python snippet on the host, parse the JSON it prints.
 
 Only the check modules of roles the host has are collected (``test_<role>.py``;
@@ -53,6 +54,19 @@ def check_context() -> CheckContext:
 @pytest.fixture(scope="session")
 def settings() -> dict:
     return context().settings
+
+
+@pytest.fixture(scope="session")
+def owner(settings, check_context) -> str:
+    return settings.get("workstation_user") or check_context.login_user or "root"
+
+
+@pytest.fixture
+def owner_home(host, owner) -> str:
+    from dlrig.engine import pyenv
+
+    u = host.user(owner)  # testinfra reads getent passwd
+    return pyenv.home_of(owner, u.home if u.exists else None)
 
 
 @pytest.fixture(scope="session")

@@ -13,20 +13,19 @@ def _msg(reason: str, hint: str) -> str:
     return f"{reason}{HINT_SEP}{HINT_MARK}{hint}"
 
 
-def _prefix(settings, check_context) -> tuple[str, str]:
-    user = settings.get("workstation_user") or check_context.login_user or "root"
-    return pyenv.conda_prefix(settings, user), user
+def _prefix(settings, owner, owner_home) -> tuple[str, str]:
+    return pyenv.conda_prefix(settings, owner, owner_home), owner
 
 
-def test_conda_installed(host, settings, check_context):
-    prefix, _ = _prefix(settings, check_context)
+def test_conda_installed(host, settings, owner, owner_home):
+    prefix, _ = _prefix(settings, owner, owner_home)
     res = host.run(f"{prefix}/bin/conda --version")
     assert res.rc == 0 and res.stdout.startswith("conda "), _msg(
         f"no working conda at {prefix}/bin/conda ({(res.stderr or res.stdout).strip()[:200]})", APPLY)
 
 
-def test_conda_is_the_installer_the_settings_name(host, settings, check_context):
-    prefix, _ = _prefix(settings, check_context)
+def test_conda_is_the_installer_the_settings_name(host, settings, owner, owner_home):
+    prefix, _ = _prefix(settings, owner, owner_home)
     marker = host.file(f"{prefix}/conda-meta/dlrig-installer")
     assert marker.exists, _msg(f"{prefix} was not installed by dlrig (no conda-meta/dlrig-installer)",
                                f"remove {prefix} and {APPLY}, or ignore if you manage conda yourself")
@@ -37,8 +36,8 @@ def test_conda_is_the_installer_the_settings_name(host, settings, check_context)
         "to the installed one")
 
 
-def test_condarc_is_conda_forge_only(host, settings, check_context):
-    prefix, _ = _prefix(settings, check_context)
+def test_condarc_is_conda_forge_only(host, settings, owner, owner_home):
+    prefix, _ = _prefix(settings, owner, owner_home)
     rc = host.file(f"{prefix}/.condarc")
     assert rc.exists, _msg(f"{prefix}/.condarc is missing", APPLY)
     text = rc.content_string
@@ -49,8 +48,8 @@ def test_condarc_is_conda_forge_only(host, settings, check_context):
         assert f"- {c}" in text, _msg(f"{prefix}/.condarc lacks channel {c}", APPLY)
 
 
-def test_users_bash_knows_conda(host, settings, check_context):
-    prefix, user = _prefix(settings, check_context)
-    bashrc = host.file(f"{pyenv.home_of(user)}/.bashrc")
+def test_users_bash_knows_conda(host, settings, owner, owner_home):
+    prefix, user = _prefix(settings, owner, owner_home)
+    bashrc = host.file(f"{owner_home}/.bashrc")
     assert bashrc.exists and f"{prefix}/etc/profile.d/conda.sh" in bashrc.content_string, _msg(
         f"{user}'s ~/.bashrc does not load {prefix}/etc/profile.d/conda.sh", APPLY)

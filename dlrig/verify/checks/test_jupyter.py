@@ -18,10 +18,6 @@ def _msg(reason: str, hint: str) -> str:
     return f"{reason}{HINT_SEP}{HINT_MARK}{hint}"
 
 
-def _user(settings, check_context) -> str:
-    return settings.get("workstation_user") or check_context.login_user or "root"
-
-
 def test_unit_valid_and_enabled(host):
     assert host.file(UNIT).exists, _msg(f"{UNIT} is missing", APPLY)
     res = host.run(f"systemd-analyze verify {UNIT}")
@@ -31,9 +27,9 @@ def test_unit_valid_and_enabled(host):
         f"{pyenv.JUPYTER_UNIT} is not enabled", f"systemctl enable {pyenv.JUPYTER_UNIT}")
 
 
-def test_config_has_a_password_hash_and_no_token(host, settings, check_context):
-    user = _user(settings, check_context)
-    cfg = host.file(f"{pyenv.home_of(user)}/.jupyter/jupyter_server_config.py")
+def test_config_has_a_password_hash_and_no_token(host, owner_home, owner):
+    user = owner
+    cfg = host.file(f"{owner_home}/.jupyter/jupyter_server_config.py")
     assert cfg.exists, _msg("jupyter_server_config.py is missing", APPLY)
     assert cfg.user == user and cfg.mode == 0o600, _msg(
         f"jupyter_server_config.py is {cfg.user}'s with mode {oct(cfg.mode)}; want {user}'s, 0o600", APPLY)

@@ -30,20 +30,15 @@ def _msg(reason: str, hint: str) -> str:
     return f"{reason}{HINT_SEP}{HINT_MARK}{hint}"
 
 
-def _user(settings, check_context) -> str:
-    return settings.get("workstation_user") or check_context.login_user or "root"
-
-
-def _env(host, settings, check_context) -> tuple[str, dict | None, str]:
-    user = _user(settings, check_context)
-    python = pyenv.env_python(pyenv.conda_prefix(settings, user), settings.get("env_name") or "dl")
+def _env(host, settings, owner, owner_home) -> tuple[str, dict | None, str]:
+    python = pyenv.env_python(pyenv.conda_prefix(settings, owner, owner_home), settings.get("env_name") or "dl")
     res = host.run(f"timeout 600 {python} -c {shlex.quote(_PROBE)}")
     lines = [line for line in (res.stdout or "").splitlines() if line.startswith("{")]
     return python, (json.loads(lines[-1]) if lines else None), (res.stderr or "").strip()[-300:]
 
 
-def test_environment_python(host, settings, check_context):
-    python, env, err = _env(host, settings, check_context)
+def test_environment_python(host, settings, owner, owner_home):
+    python, env, err = _env(host, settings, owner, owner_home)
     assert env is not None, _msg(f"{python} does not run ({err})", APPLY)
     want = settings.get("python_version") or "3.11"
     assert pyenv.python_matches(want, env["python"]), _msg(
@@ -51,8 +46,8 @@ def test_environment_python(host, settings, check_context):
         "remove the environment (conda env remove -p ...) and " + APPLY)
 
 
-def test_torch_and_fastai_import(host, settings, check_context):
-    python, env, err = _env(host, settings, check_context)
+def test_torch_and_fastai_import(host, settings, owner, owner_home):
+    python, env, err = _env(host, settings, owner, owner_home)
     assert env is not None, _msg(f"{python} does not run ({err})", APPLY)
     assert env.get("import") == "ok", _msg(f"`import torch, fastai` fails: {env.get('import')}", APPLY)
     want = settings.get("torch_version")
@@ -64,19 +59,18 @@ def test_torch_and_fastai_import(host, settings, check_context):
                                      "check pip_index_url (a CUDA index) and " + APPLY)
 
 
-def test_extra_packages_installed(host, settings, check_context):
-    python, env, err = _env(host, settings, check_context)
+def test_extra_packages_installed(host, settings, owner, owner_home):
+    python, env, err = _env(host, settings, owner, owner_home)
     assert env is not None, _msg(f"{python} does not run ({err})", APPLY)
     wanted = [*pyenv.BASE_PACKAGES, *(settings.get("extra_packages") or [])]
     missing = pyenv.unsatisfied(wanted, env["dists"])
     assert not missing, _msg(f"not installed or wrong version: {', '.join(missing)}", APPLY)
 
 
-def test_jupyter_kernel_registered(host, settings, check_context):
-    user = _user(settings, check_context)
+def test_jupyter_kernel_registered(host, settings, owner, owner_home):
     name = settings.get("env_name") or "dl"
-    spec = host.file(f"{pyenv.home_of(user)}/.local/share/jupyter/kernels/{name}/kernel.json")
-    assert spec.exists, _msg(f"no Jupyter kernel {name} for {user}", APPLY)
-    python = pyenv.env_python(pyenv.conda_prefix(settings, user), name)
+    spec = host.file(f"{owner_home}/.local/share/jupyter/kernels/{name}/kernel.json")
+    assert spec.exists, _msg(f"no Jupyter kernel {name} for {owner}", APPLY)
+    python = pyenv.env_python(pyenv.conda_prefix(settings, owner, owner_home), name)
     assert json.loads(spec.content_string)["argv"][0] == python, _msg(
         f"kernel {name} runs another Python than {python}", APPLY)
