@@ -44,7 +44,7 @@ class RoleProgress:
     """Reads pyinfra's progress lines; prints ``[2/5] ssh (1:02 elapsed)`` when a role starts, what
     a role tells the owner (``HOST: ROLE: message``), the byte count of a large download
     (``HOST: cuda: 412.3 MB of 1.21 GB downloaded``, from :mod:`dlrig.engine.download`'s lines, at
-    most one per host every ``BYTES_EVERY`` seconds, and the last one), and the lines that say
+    most one per host every ``BYTES_EVERY`` seconds, the last one, and none that did not change), and the lines that say
     something went wrong. Every line goes to ``log`` as it comes."""
 
     BYTES_EVERY = 10.0
@@ -58,7 +58,8 @@ class RoleProgress:
         self.started = time.monotonic()
         self.seen: list[str] = []
         self._bytes_shown: dict[str, float] = {}  # host -> when its last byte count was printed
-        self._bytes_pending: dict[str, str] = {}  # host -> its latest byte count, not printed yet
+        self._bytes_pending: dict[str, tuple[int, str]] = {}  # host -> its latest count and line, not printed yet
+        self._bytes_last: dict[str, int] = {}  # host -> the count printed last
 
     def _byte_count(self, host: str, text: str) -> bool:
         """A ``dlrig-bytes`` line: note it, print it if due. False for any other line."""
@@ -66,19 +67,22 @@ class RoleProgress:
         if got is None:
             return False
         label, n, total = got
+        last = self._bytes_last.get(host, 0)
+        if n == last:  # nothing new (the download is done, the packages are being installed)
+            return True
         role = self.seen[-1] if self.seen else "download"
         of = f" of {download.human(total)}" if total else ""
-        self._bytes_pending[host] = f"  {host}: {role}: {download.human(n)}{of} {label} ({self.elapsed()} elapsed)"
+        self._bytes_pending[host] = (n, f"  {host}: {role}: {download.human(n)}{of} {label} ({self.elapsed()} elapsed)")
         now = time.monotonic()
-        if now - self._bytes_shown.get(host, float("-inf")) >= self.BYTES_EVERY or (total and n >= total):
+        if now - self._bytes_shown.get(host, float("-inf")) >= self.BYTES_EVERY or (total and n >= total > last):
             self._flush_bytes(host)
         return True
 
     def _flush_bytes(self, host: str | None = None) -> None:
         for h in [host] if host else list(self._bytes_pending):
-            line = self._bytes_pending.pop(h, None)
+            n, line = self._bytes_pending.pop(h, (0, ""))
             if line:
-                self._bytes_shown[h] = time.monotonic()
+                self._bytes_shown[h], self._bytes_last[h] = time.monotonic(), n
                 click.echo(line, err=True)
 
     def elapsed(self) -> str:

@@ -56,6 +56,11 @@ def test_progress_shows_the_count_under_the_role_at_most_every_interval_and_the_
     err = capsys.readouterr().err
     assert "rig: cuda: 1.00 GB of 1.21 GB downloaded" in err and "812.3 MB" not in err
     assert "Get:1" not in err  # apt's own lines stay in the log (and -v)
+    progress.BYTES_EVERY = 0.0
+    progress("    [rig] dlrig-bytes downloaded 1210000000 1210000000\n")  # the total: shown at once
+    progress("    [rig] dlrig-bytes downloaded 1210000000 1210000000\n")  # unchanged while dpkg installs: not again
+    progress("    [rig] Setting up cuda-toolkit\n")
+    assert capsys.readouterr().err.count("1.21 GB of 1.21 GB downloaded") == 1
 
 
 def test_human_sizes():
