@@ -11,7 +11,6 @@ owner's terminal. The command's exit status is the wrapped command's.
 from __future__ import annotations
 
 import re
-import shlex
 
 from pyinfra.api.command import StringCommand
 
@@ -22,7 +21,12 @@ EVERY = 3  # seconds between two counts
 
 
 class WatchedCommand(StringCommand):
-    """A command whose output is printed while it runs (``print_output``), with or without -v."""
+    """A command whose output is printed while it runs (``print_output``), with or without -v.
+    ``watched``: the command it watches, as the role wrote it (what a plan's reader looks for)."""
+
+    def __init__(self, script: str, watched: str) -> None:
+        super().__init__(script)
+        self.watched = watched
 
     def execute(self, state, host, connector_arguments):
         connector_arguments.update(self.connector_arguments)
@@ -56,7 +60,7 @@ def watched(command: str, paths: list[str], label: str = "downloaded", total: st
         "__dl_show",
         "exit \"$__dl_rc\"",
     ])
-    return WatchedCommand(f"sh -c {shlex.quote(script)}")
+    return WatchedCommand(script, command)
 
 
 #: where pip and uv put what they download (as the user they run as): pip keeps the wheel files,
