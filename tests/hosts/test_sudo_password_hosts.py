@@ -66,6 +66,10 @@ def test_sudo_with_a_password(make_hosts, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert h.ssh("command -v jq", check=False).returncode == 0
     assert password not in res.stdout + res.stderr and password not in _log(res)
+    # the default output counted apt's download (through the password sudo), against apt's own total
+    counts = re.findall(rf"^  \S*{re.escape(h.name)}: base: ([\d.]+ (?:B|kB|MB)) of ([\d.]+ (?:B|kB|MB)) downloaded \(",
+                        res.stderr, re.M)
+    assert counts and counts[-1][0] == counts[-1][1], res.stderr  # the last one: all of it
 
     # asked once (--sudo-password-prompt), with pyinfra's raw output and its commands (-vvv)
     res = dlrig("plan", str(inv), "--roles", "base", "--sudo-password-prompt", "--json", env=base,
