@@ -19,7 +19,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import files, server
 
-from dlrig.engine import aptget, lockfile, pyenv
+from dlrig.engine import aptget, download, lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, fact
 from dlrig.engine.hostdata import owned_by, owner, owner_home, setting
 
@@ -44,7 +44,7 @@ def install_command(url: str, sha256: str, prefix: str, cached: str | None = Non
                  f'cp {c} "$tmp/installer.sh"; else {fetch}; fi')
     return "\n".join([
         "set -eu",
-        'tmp=$(mktemp -d)',
+        'tmp=$(mktemp -d "${TMPDIR:-/tmp}/dlrig-miniforge.XXXXXX")',
         'trap \'rm -rf "$tmp"\' EXIT',
         f'parent=$(dirname {p})',
         'if [ ! -w "$parent" ]; then echo "dlrig: $parent is not writable by $(id -un): '
@@ -114,7 +114,8 @@ def conda():
             aptget.install("curl for the installer", ["curl", "ca-certificates"], what="curl for the installer")
         server.shell(
             name=f"install Miniforge into {prefix} (checksum-verified)",
-            commands=[install_command(url, sha256, prefix, cached)],
+            commands=[download.watched(install_command(url, sha256, prefix, cached),
+                                       ['"${TMPDIR:-/tmp}"/dlrig-miniforge.*'])],
             **as_user,
         )
     else:

@@ -25,7 +25,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from dlrig.engine import lockfile, pyenv
+from dlrig.engine import download, lockfile, pyenv
 from dlrig.engine.facts import CondaInstall, PythonEnv, fact
 from dlrig.engine.hostdata import owned_by, owner, owner_home, setting
 from dlrig.engine.lockfacts import MissingFiles
@@ -148,7 +148,7 @@ def pytorch():
         force = "CPU build" in reason
         server.shell(
             name=f"torch + torchvision from {src.index_url} ({reason})",
-            commands=[pyenv.torch_install_command(python, src, force_reinstall=force, uv=uv)],
+            commands=[download.watched_pip(pyenv.torch_install_command(python, src, force_reinstall=force, uv=uv))],
             **as_user,
         )
 

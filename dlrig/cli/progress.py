@@ -12,6 +12,8 @@ from typing import IO
 
 import click
 
+from dlrig.engine import download
+
 _START = re.compile(r"^--> Starting operation: (?P<name>.*?)\s*$")
 _HOST_LINE = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?P<text>.*)$")
 # What a role says to the owner (pyinfra's logger.warning/info): "HOST: ROLE: message".
@@ -40,7 +42,12 @@ def new_log(command: str) -> tuple[Path, IO[str]]:
 
 class RoleProgress:
     """Reads pyinfra's progress lines; prints ``[2/5] ssh (1:02 elapsed)`` when a role starts, what
-    a role tells the owner (``HOST: ROLE: message``), and the lines that say something went wrong. Every line goes to ``log`` as it comes."""
+    a role tells the owner (``HOST: ROLE: message``), the byte count of a large download
+    (``HOST: cuda: 412.3 MB of 1.21 GB downloaded``, from :mod:`dlrig.engine.download`'s lines, at
+    most one per host every ``BYTES_EVERY`` seconds, the last one, and none that did not change), and the lines that say
+    something went wrong. Every line goes to ``log`` as it comes."""
+
+    BYTES_EVERY = 10.0
 
     def __init__(self, roles: list[str], log: IO[str] | None = None, raw: bool = False,
                  quiet: bool = False) -> None:
@@ -50,6 +57,33 @@ class RoleProgress:
         self.raw = raw
         self.started = time.monotonic()
         self.seen: list[str] = []
+        self._bytes_shown: dict[str, float] = {}  # host -> when its last byte count was printed
+        self._bytes_pending: dict[str, tuple[int, str]] = {}  # host -> its latest count and line, not printed yet
+        self._bytes_last: dict[str, int] = {}  # host -> the count printed last
+
+    def _byte_count(self, host: str, text: str) -> bool:
+        """A ``dlrig-bytes`` line: note it, print it if due. False for any other line."""
+        got = download.parse(text)
+        if got is None:
+            return False
+        label, n, total = got
+        last = self._bytes_last.get(host, 0)
+        if n == last:  # nothing new (the download is done, the packages are being installed)
+            return True
+        role = self.seen[-1] if self.seen else "download"
+        of = f" of {download.human(total)}" if total else ""
+        self._bytes_pending[host] = (n, f"  {host}: {role}: {download.human(n)}{of} {label} ({self.elapsed()} elapsed)")
+        now = time.monotonic()
+        if now - self._bytes_shown.get(host, float("-inf")) >= self.BYTES_EVERY or (total and n >= total > last):
+            self._flush_bytes(host)
+        return True
+
+    def _flush_bytes(self, host: str | None = None) -> None:
+        for h in [host] if host else list(self._bytes_pending):
+            n, line = self._bytes_pending.pop(h, (0, ""))
+            if line:
+                self._bytes_shown[h], self._bytes_last[h] = time.monotonic(), n
+                click.echo(line, err=True)
 
     def elapsed(self) -> str:
         m, s = divmod(int(time.monotonic() - self.started), 60)
@@ -66,6 +100,10 @@ class RoleProgress:
             sys.stderr.flush()
             return
         text = line.rstrip("\n")
+        h = _HOST_LINE.match(text)
+        if h and self._byte_count(h["host"], h["text"]):
+            return
+        self._flush_bytes()
         m = _START.match(text)
         if m:
             role = m["name"].partition(" | ")[0] if " | " in m["name"] else ""
@@ -83,6 +121,5 @@ class RoleProgress:
         elif (note := _ROLE_NOTE.match(text)) and note["role"] in self.roles:
             click.echo(f"  {note['host']}: {note['role']}: {note['text']}", err=True)
         else:
-            h = _HOST_LINE.match(text)
             if h and (h["text"].startswith(("Error", "Could not connect")) or "rror:" in h["text"]):
                 click.echo(f"  [{h['host']}] {h['text'].strip()}", err=True)

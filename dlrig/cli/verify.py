@@ -23,6 +23,7 @@ from dlrig.engine.inventory import UserError
 @click.option("--junit", "junit", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
               help="Also write the results as JUnit XML to FILE.")
 @click.option("--sudo", is_flag=True, help="With --local: run the checks' commands through sudo.")
+@common.sudo_password_option
 def verify(inventory: str | None, local: bool, python: str | None, roles: str | None, data: tuple[str, ...],
            as_json: bool, junit: str | None, sudo: bool) -> None:
     """Run the shipped checks on every host of INVENTORY (over SSH) or on this machine (--local).

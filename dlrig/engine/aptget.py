@@ -19,7 +19,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine import lockfile
+from dlrig.engine import download, lockfile
 from dlrig.engine.facts import fact
 from dlrig.engine.hostdata import setting
 from dlrig.engine.lockfacts import LockedDebs, where_script
@@ -92,6 +92,17 @@ def install_command(targets: list[str], recommends: bool = False, locked: bool =
     return " ".join([INSTALL, *opts, *(shlex.quote(t) for t in targets)])
 
 
+#: where apt downloads to (apt's own setting, read on the host): what the byte count watches
+_APT_ARCHIVES = 'eval "$(apt-config shell __dl_arch Dir::Cache::archives/d)"; __dl_arch=${__dl_arch:-/var/cache/apt/archives}'
+
+
+def watched_install(command: str, total: bool = True) -> download.WatchedCommand:
+    """An ``apt-get install`` with a byte count of what it downloads (``total``: apt's
+    ``--print-uris`` sizes of the same install, when the command is a plain ``apt-get install``)."""
+    size = f"{command} --print-uris -qq | awk '{{s += $3}} END {{print s + 0}}'" if total else None
+    return download.watched(command, ['"$__dl_arch"'], total=size, setup=_APT_ARCHIVES)
+
+
 def update(needed: bool, repo_ops: list | tuple = (), what: str = "") -> None:
     """``apt-get update`` before the run's first install (``apt_cache_time`` respected unless a
     source changes in this run: ``repo_ops``); else only after a repository change."""
@@ -124,7 +135,7 @@ def install(name: str, packages: list[str], *, recommends: bool = False, repo_op
     update(bool(todo), repo_ops, what)
     if not todo:
         return None
-    return server.shell(name=name, commands=[install_command(todo, recommends)])
+    return server.shell(name=name, commands=[watched_install(install_command(todo, recommends))])
 
 
 # --- apply --locked ------------------------------------------------------------------------------
@@ -186,7 +197,8 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
     update(need_lists, repo_ops if need_lists else (), what)
     # sure to be there after this transaction: what must be, and what may be and is in a source now
     setattr(host, _CLAIMED, claimed | set(must) | {k for k in optional if standing[k] != "missing"})
-    return server.shell(name=name, commands=[locked_install_command(must, optional, unlocked)])
+    return server.shell(name=name, commands=[watched_install(locked_install_command(must, optional, unlocked),
+                                                             total=False)])
 
 
 def install_lock(name: str):
@@ -207,5 +219,5 @@ def install_lock(name: str):
         return None
     return server.shell(
         name=f"{name} ({len(where['cached'])} from cache_dir, {len(where['repo'])} from apt)",
-        commands=[install_command(targets, locked=True)],
+        commands=[watched_install(install_command(targets, locked=True))],
     )

@@ -8,7 +8,9 @@ reason, or ``ExceptionType: text`` for a crash in a check; ``properties`` are wh
 recorded with ``record_property`` (e.g. ``info``: tensor cores per card).
 
 Before each check it sets TCP_NODELAY on testinfra's paramiko connection (see
-docs/tcp-nodelay.md): a check's commands then cost a few ms each instead of ~50 ms.
+docs/tcp-nodelay.md): a check's commands then cost a few ms each instead of ~50 ms; and, when
+``DLRIG_SUDO_PASSWORD`` is set (by the runner, for a host whose sudo asks for one), lets its sudo
+commands answer the prompt (dlrig.verify.sudopw).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from dlrig.engine.sudopass import ENV as ENV_SUDO_PASSWORD
 from dlrig.engine.tcp import set_nodelay
+from dlrig.verify import sudopw
 
 ENV_RESULTS = "DLRIG_VERIFY_RESULTS"
 
@@ -59,6 +63,7 @@ def pytest_runtest_setup(item) -> None:
     callspec = getattr(item, "callspec", None)
     host = callspec.params.get("_testinfra_host") if callspec is not None else None
     if host is not None:
+        sudopw.give(host, os.environ.get(ENV_SUDO_PASSWORD))  # with --sudo only (dlrig.verify.sudopw)
         nodelay(host)
 
 

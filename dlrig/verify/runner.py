@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from dlrig.engine import sudopass
+from dlrig.verify import sudopw
 from dlrig.verify.hints import split_message
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
@@ -277,6 +279,11 @@ def pytest_command(target: Target, ini: Path) -> list[str]:
     return cmd
 
 
+def sudo_password(target: Target) -> str | None:
+    """The password sudo asks for on ``target`` (dlrig.engine.sudopass), when its checks use sudo."""
+    return sudopass.password_for(target.data) if target.sudo else None
+
+
 def probe(target: Target) -> str | None:
     """None when the host answers (and sudo works, if used); else one line: what and the fix."""
     import testinfra
@@ -289,11 +296,19 @@ def probe(target: Target) -> str | None:
         res = host.run("true")
         if res.rc != 0:
             return f"cannot run commands on {target.display}: exit {res.rc}: {res.stderr.strip()[:200]}"
-        if target.sudo:
+        password = sudo_password(target)
+        if password:
+            sudo_host = testinfra.get_host(target.spec, sudo=True)
+            sudopw.give(sudo_host, password)
+            if sudo_host.run("true").rc != 0:
+                return sudopass.refused_message(target.display, target.data).replace("nothing was changed",
+                                                                                    "no check ran")
+        elif target.sudo:
             res = host.run("sudo -n true")
             if res.rc != 0:
-                return (f"sudo needs a password on {target.display} ({res.stderr.strip()[:120]}): give the "
-                        "login user passwordless sudo, or remove _sudo from the inventory")
+                return (f"sudo needs a password on {target.display} ({res.stderr.strip()[:120]}): set "
+                        f"{sudopass.ENV} or use --sudo-password-prompt (or give the login user passwordless "
+                        "sudo, or remove _sudo from the inventory)")
     except Exception as e:  # paramiko raises many kinds; the user needs one line
         text = " ".join(str(e).split()) or type(e).__name__
         return (f"cannot connect to {target.display}: {type(e).__name__}: {text[:200]}; check ssh_hostname, "
@@ -319,6 +334,10 @@ def run_target(target: Target, context: CheckContext, workdir: Path,
     env[CONTEXT_ENV] = str(ctx_file)
     env[RESULTS_ENV] = str(results_file)
     env.pop("PYTEST_ADDOPTS", None)
+    env.pop(sudopass.ENV, None)
+    password = sudo_password(target)
+    if password:  # to the plugin (dlrig.verify.sudopw), in the environment: on no command line
+        env[sudopass.ENV] = password
     try:
         proc = subprocess.run(pytest_command(target, ini), capture_output=True, text=True, env=env,
                               timeout=timeout, cwd=workdir)

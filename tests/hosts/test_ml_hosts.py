@@ -27,6 +27,7 @@ import hashlib
 import http.cookiejar
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -151,6 +152,14 @@ def test_bare_host_to_torch_and_fastai(ml_rig, record_property):
     assert pyenv.base_version(torch_v) == TORCH and tv_v.startswith("0.29") and float(total) == 2.0
     record_property("versions", r.stdout.strip())
     record_property("first_apply_s", round(ml_rig.timings["first apply"], 1))
+    # the default output (no -v) counted the torch wheels' bytes while they came (issue 10, item 6):
+    # uv unpacks them into its cache as they arrive, so the count is at least the torch wheel's size
+    counts = [m for m in re.finditer(rf"^  \S*{re.escape(host.name)}: pytorch: ([\d.]+) (kB|MB|GB) written \(",
+                                     ml_rig.apply.stderr, re.M)]
+    assert counts, ml_rig.apply.stderr[-3000:]
+    last = float(counts[-1][1]) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[counts[-1][2]]
+    (wheel,) = (IMAGE.default_cache_dir() / f"torch-index-{TORCH}" / "files").glob(f"torch-{TORCH}-*.whl")
+    assert last >= wheel.stat().st_size, (last, ml_rig.apply.stderr[-3000:])
     # the user's bash knows conda and the env (shell init), and pip trusts the system CA store
     r = host.ssh("bash -ic 'conda activate dl && python -c \"import torch; print(torch.__file__)\"' 2>/dev/null")
     assert f"{PREFIX}/envs/dl/" in r.stdout

@@ -5,6 +5,7 @@ and in no log (``~/.local/state/dlrig/logs``). Real sudo, sshd, apt and pyinfra.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -65,6 +66,10 @@ def test_sudo_with_a_password(make_hosts, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert h.ssh("command -v jq", check=False).returncode == 0
     assert password not in res.stdout + res.stderr and password not in _log(res)
+    # the default output counted apt's download (through the password sudo), against apt's own total
+    counts = re.findall(rf"^  \S*{re.escape(h.name)}: base: ([\d.]+ (?:B|kB|MB)) of ([\d.]+ (?:B|kB|MB)) downloaded \(",
+                        res.stderr, re.M)
+    assert counts and counts[-1][0] == counts[-1][1], res.stderr  # the last one: all of it
 
     # asked once (--sudo-password-prompt), with pyinfra's raw output and its commands (-vvv)
     res = dlrig("plan", str(inv), "--roles", "base", "--sudo-password-prompt", "--json", env=base,
@@ -77,6 +82,23 @@ def test_sudo_with_a_password(make_hosts, tmp_path):
     assert res.stderr.count("sudo password") == 1, res.stderr  # dlrig's prompt; pyinfra never asks
     assert password not in res.stdout + res.stderr and password not in _log(res)
     assert "sudo -H -A -k" in res.stderr, "pyinfra did not use the password (sudo -A)"
+
+    # verify runs its checks' commands through the same sudo (the inventory's _sudo): with the password
+    # from the environment, or asked once, every base check passes; a wrong one is one line, no check ran
+    res = dlrig("verify", str(inv), "--roles", "base", "--json", env={**base, ENV: password})
+    assert res.returncode == 0, res.stdout + res.stderr
+    checks = json.loads(res.stdout)
+    assert checks["ok"] and any(r["result"] == "passed" for r in checks["results"]), res.stdout
+    assert password not in res.stdout + res.stderr
+    res = dlrig("verify", str(inv), "--roles", "base", "--sudo-password-prompt", env=base, stdin=password + "\n")
+    assert res.returncode == 0 and res.stderr.count("sudo password") == 1, res.stdout + res.stderr
+    assert password not in res.stdout + res.stderr
+    res = dlrig("verify", str(inv), "--roles", "base", env={**base, ENV: wrong})
+    assert res.returncode == 1 and f"refused the password from {ENV}" in res.stdout, res.stdout + res.stderr
+    assert wrong not in res.stdout + res.stderr
+    res = dlrig("verify", str(inv), "--roles", "base", env=base)  # no password: says how to give one
+    assert res.returncode == 1 and "sudo needs a password" in res.stdout and ENV in res.stdout, \
+        res.stdout + res.stderr
 
     # on the host: sudo's own log has no password either, and none is left in a file
     assert h.ssh(f"sudo -n true 2>/dev/null; grep -rl -- '{password}' /tmp /var/tmp 2>/dev/null", check=False).stdout == ""

@@ -75,11 +75,15 @@ def run_deploy_file(entry: tuple, path: str) -> None:
 
 
 def _text(command) -> str:
-    """A command as text; an upload shows its destination and the uploaded text."""
+    """A command as text; an upload shows its destination and the uploaded text; a watched download
+    the command it watches (the watcher is proven in tests/unit/test_download_progress.py)."""
     src = getattr(command, "src", None)
     if src is not None and hasattr(command, "dest"):
         body = src.getvalue() if hasattr(src, "getvalue") else Path(src).read_text(errors="replace")
         return f"UPLOAD {command.dest}\n{body}"
+    watched = getattr(command, "watched", None)  # a download with a byte count (dlrig.engine.download)
+    if watched is not None:
+        return watched
     get = getattr(command, "get_raw_value", None)
     return get() if get else str(command)
 
