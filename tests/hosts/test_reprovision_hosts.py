@@ -86,3 +86,6 @@ def test_locked_apt_puts_purged_packages_back_from_a_cache_dir_with_spaces(make_
     RT.must(r, "plan --locked")
     diffs = json.loads(r.stdout)["differences"][h.name]
     assert not [d for d in diffs if d.startswith("apt ")], diffs
+    r, _ = RT.dlrig("cache", "status", str(inv), "--json")
+    sizes = json.loads(RT.must(r, "cache status").stdout)[h.name]["bytes"]
+    assert sizes["apt"] > 0, sizes
