@@ -78,7 +78,8 @@ def main() -> None:
           f"{rt.served.get('bytes', 0) / 1e6:.1f} MB in {rt.served.get('requests', 0)} requests, PyPI "
           f"{pypi_bytes / 1e6:.1f} MB; "
           f"cache_dir after it: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in rt.cache_after_first.items()) + ")")
-    print(f"dlrig lock: {lock_bytes / 1e6:.1f} MB more into the wheelhouse")
+    print(f"dlrig lock: {lock_bytes / 1e6:.1f} MB fetched; {result['lock_uv_cache_bytes'] / 1e6:.1f} MB of locked "
+          "wheels unpacked into cache_dir/uv")
     print(f"offline re-provisioning: 0 bytes from the network (all sources dead), cache grew by {offline_added} B")
     print(f"time ratio offline/first, as measured: {result['time_ratio']:.2f} (target <= 0.33); bytes ratio 0 "
           "(target <= 0.01)")
