@@ -15,7 +15,7 @@ import re
 import shlex
 
 from dlrig.roles import ROOT_OWNED, template
-from dlrig.roles.pytorch import packages_command
+from dlrig.roles.pytorch import packages_command, wheelhouse
 from dlrig.roles.settings.jupyter import DEFAULTS, PLAN_ONLY
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
@@ -67,7 +67,8 @@ def jupyter():
         pkgs_changed = server.shell(
             name=f"JupyterLab in {env_name}",
             commands=[packages_command(python, list(pyenv.JUPYTER_PACKAGES),
-                                       tuple(setting("pip_find_links") or ()), uv=setting("use_uv"))],
+                                       tuple(setting("pip_find_links") or ()), uv=setting("use_uv"),
+                                       wheelhouse=wheelhouse())],
             **as_user,
         )
 

@@ -40,7 +40,14 @@ def _torch_source() -> pyenv.TorchSource:
         raise DeployError(f"pytorch: {e}") from None
 
 
-def packages_command(python: str, specs: list[str], find_links: tuple[str, ...], uv: bool = False) -> str:
+def wheelhouse() -> str | None:
+    """cache_dir's wheelhouse, where the installs fetch their wheels first (None: no cache_dir)."""
+    cache_dir = setting("cache_dir")
+    return lockfile.cache_path(cache_dir, "wheels") if cache_dir else None
+
+
+def packages_command(python: str, specs: list[str], find_links: tuple[str, ...], uv: bool = False,
+                     wheelhouse: str | None = None) -> str:
     """Install ``specs`` with the installed torch and torchvision pinned (a constraints file)."""
     pin = shlex.quote(
         "import importlib.metadata as m\n"
@@ -49,7 +56,7 @@ def packages_command(python: str, specs: list[str], find_links: tuple[str, ...],
         "    except m.PackageNotFoundError: pass\n"
     )
     links = [a for link in find_links for a in ("--find-links", link)]
-    install = pyenv.install_command(python, ["-c", "$c", *links, *specs], uv)
+    install = pyenv.install_command(python, ["-c", "$c", *links, *specs], uv, wheelhouse)
     return (f'set -e; c=$(mktemp); trap \'rm -f "$c"\' EXIT; '
             f'{shlex.quote(python)} -c {pin} > "$c"; {install}')
 
@@ -91,7 +98,7 @@ def pytorch():
     create = ["env", "create", "-p", envp, "-f", yml_path]
     cache_dir = setting("cache_dir")
     if cache_dir:
-        for kind in ("pip", "wheels"):
+        for kind in ("pip", "wheels", "uv"):
             files.directory(name=f"cache_dir for {kind}", path=lockfile.cache_path(cache_dir, kind), user=user)
     locked = lockfile.for_host(setting("dlrig_lock_file"), host.name)
     if locked is not None and env is None and (locked.get("conda") or {}).get("explicit"):
@@ -139,7 +146,7 @@ def pytorch():
         links = [a for link in src.find_links for a in ("--find-links", link)]
         server.shell(
             name=f"uv in {env_name} (installs the packages below)",
-            commands=[pyenv.install_command(python, [*links, "uv"], uv=False)],
+            commands=[pyenv.install_command(python, [*links, "uv"], uv=False, wheelhouse=wheelhouse())],
             **as_user,
         )
 
@@ -148,7 +155,8 @@ def pytorch():
         force = "CPU build" in reason
         server.shell(
             name=f"torch + torchvision from {src.index_url} ({reason})",
-            commands=[download.watched_pip(pyenv.torch_install_command(python, src, force_reinstall=force, uv=uv))],
+            commands=[download.watched_pip(pyenv.torch_install_command(python, src, force_reinstall=force, uv=uv,
+                                                                       wheelhouse=wheelhouse()))],
             **as_user,
         )
 
@@ -157,7 +165,7 @@ def pytorch():
     if env is None or reason or pyenv.unsatisfied(wanted, dists):
         server.shell(
             name=f"fastai, ipykernel and extra_packages in {env_name}",
-            commands=[packages_command(python, wanted, src.find_links, uv=uv)],
+            commands=[packages_command(python, wanted, src.find_links, uv=uv, wheelhouse=wheelhouse())],
             **as_user,
         )
 
@@ -183,8 +191,10 @@ def _install_locked(locked: dict, env, python: str, envp: str, src: pyenv.TorchS
     the torch index and PyPI, where the installer refuses a version or a hash that moved.
 
     With ``use_uv`` and uv in the locked set, uv does it (``uv pip install --require-hashes``: many
-    times faster than pip); uv itself comes first, hash-checked by pip from the same wheelhouse
-    (offline too). Without uv in the lock, or ``use_uv`` false: pip."""
+    times faster than pip), with its cache on cache_dir, where ``dlrig lock`` left every locked
+    wheel unpacked with its hash: uv then links (copies, across disks) instead of unpacking; uv
+    itself comes first, hash-checked by pip from the same wheelhouse (offline too). Without uv in
+    the lock, or ``use_uv`` false: pip."""
     pins = {n: d["version"] for n, d in (locked.get("pip") or {}).items()}
     dists = (env or {}).get("dists", {})
     if env is not None and all(dists.get(n) == v for n, v in pins.items()):
@@ -211,6 +221,7 @@ def _install_locked(locked: dict, env, python: str, envp: str, src: pyenv.TorchS
     server.shell(
         name=f"locked pip distributions ({len(pins)}, with {'uv' if uv else 'pip'} "
              + ("from cache_dir's wheelhouse)" if offline else "from the indexes)"),
-        commands=[pyenv.install_command(python, [*hashed, req], uv=uv)],
+        commands=[pyenv.install_command(python, [*hashed, req], uv=uv,
+                                        uv_cache=lockfile.cache_path(cache_dir, "uv") if cache_dir else None)],
         **pyenv.as_user(user),
     )

@@ -7,6 +7,7 @@ Heavy imports (paramiko, the roles) stay inside the functions: ``dlrig --help`` 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def cache_status(inventory: str, as_json: bool) -> None:
                 report[h.name] = None
                 continue
             paths = {k: lockfile.cache_path(d["cache_dir"], k) for k in lockfile.CACHE_KINDS}
-            script = "; ".join(f"printf '%s ' {k}; (du -sb {v} 2>/dev/null || echo 0) | cut -f1"
+            script = "; ".join(f"printf '%s ' {k}; (du -sb {shlex.quote(v)} 2>/dev/null || echo 0) | cut -f1"
                                for k, v in paths.items())
             with Remote(h.name, d) as remote:
                 out = remote.run(script, root=True).stdout

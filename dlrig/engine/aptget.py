@@ -130,7 +130,7 @@ def install(name: str, packages: list[str], *, recommends: bool = False, repo_op
     """
     if lock_entry() is not None:
         return install_locked(name, [p for p in packages if p not in unlocked], repo_ops=repo_ops, what=what,
-                              unlocked=missing(list(unlocked)) if unlocked else [])
+                              unlocked=missing(list(unlocked)) if unlocked else [], removed=removed)
     todo = [p for p in packages if p in missing(packages) or p in removed]
     update(bool(todo), repo_ops, what)
     if not todo:
@@ -152,28 +152,34 @@ def locked_install_command(must: dict[str, str], optional: dict[str, str], unloc
     """Install locked versions, deciding where from when it runs (after this run's source changes):
     a .deb in cache_dir's archives, else apt's lists; refuses, naming what moved, when a ``must``
     version is in neither (an ``optional`` one is left for a later role's sources). ``unlocked``:
-    package names installed along, at apt's candidate."""
+    package names installed along, at apt's candidate. The targets are the shell's positional
+    parameters, one word each (a cache_dir with spaces stays one path)."""
     pre, post = REFUSAL.split("{moved}")
     wanted = {**optional, **must}
     tags = {p: ("must" if p in must else "may") for p in wanted}
     return (
-        f"{{ {where_script(archives(), wanted, tags)}; }} | {{ targets={shlex.quote(' '.join(unlocked))}; moved=''; "
-        "while read -r tag kind pkg ver rest; do case $kind in "
-        'cached) targets="$targets $rest";; repo) targets="$targets $pkg=$ver";; '
+        f"{{ {where_script(archives(), wanted, tags)}; }} | {{ set -- {' '.join(shlex.quote(u) for u in unlocked)}; "
+        "moved=''; while read -r tag kind pkg ver rest; do case $kind in "
+        'cached) set -- "$@" "$rest";; repo) set -- "$@" "$pkg=$ver";; '
         'missing) a=${rest%,}; [ "$tag" = must ] && moved="$moved; $pkg: locked $ver, available: ${a:-none}";; '
         "esac; done; "
         'if [ -n "$moved" ]; then printf "%s%s%s\\n" ' + shlex.quote(pre) + ' "${moved#; }" '
         + shlex.quote(post) + " >&2; exit 1; fi; "
-        '[ -z "$targets" ] || ' + install_command([], locked=True) + " $targets; }"
+        '[ "$#" -eq 0 ] || ' + install_command([], locked=True) + ' "$@"; }'
     )
 
 
 def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (), what: str = "",
-                   unlocked: list[str] | tuple = ()):
+                   unlocked: list[str] | tuple = (), removed: list[str] | tuple = ()):
     """``packages`` at the lock's versions, plus the locked packages no earlier transaction of this
     run could install (their source may be one of this role's). Refuses before any change when a
     package is not in the lock, or its version is in no source and this run changes none; at run
-    time when a source of this run does not have it either."""
+    time when a source of this run does not have it either.
+
+    ``removed``: an earlier operation of this run purges these (and apt with them whatever depends
+    on them), so what was at its locked version while planning may be gone when this runs: then
+    every locked package goes to the transaction, which installs, when it runs, those not at their
+    version (the role's own must be there, the others are put back where a source has them)."""
     entry = lock_entry()
     absent = [p for p in packages if version_for(p) is None]
     if absent:
@@ -186,17 +192,20 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
     keys = [_lock_key(entry, p) for p in packages]
     must = {k: entry["apt"][k] for k in keys if k in standing and k not in claimed}
     optional = {k: entry["apt"][k] for k, s in standing.items() if k not in must and k not in claimed}
+    if removed:  # checked again when it runs: after the purge
+        must = {k: entry["apt"][k] for k in keys if k}
+        optional = {k: v for k, v in entry["apt"].items() if k not in must}
     if not must and not optional and not unlocked:
         update(False, repo_ops, what)
         return None
-    gone = {k: where["missing"][k] for k in must if standing[k] == "missing"}
+    gone = {k: where["missing"][k] for k in must if standing.get(k) == "missing"}
     if gone and not repo_ops and not getattr(host, _SOURCES, []):  # no source of this run can bring them
         moved = "; ".join(f"{p}: {why}" for p, why in sorted(gone.items()))
         raise DeployError(f"{host.name}: " + REFUSAL.format(moved=moved))
-    need_lists = bool(unlocked) or any(standing[k] != "cached" for k in {**must, **optional})
+    need_lists = bool(unlocked) or any(standing.get(k) != "cached" for k in {**must, **optional})
     update(need_lists, repo_ops if need_lists else (), what)
     # sure to be there after this transaction: what must be, and what may be and is in a source now
-    setattr(host, _CLAIMED, claimed | set(must) | {k for k in optional if standing[k] != "missing"})
+    setattr(host, _CLAIMED, claimed | set(must) | {k for k in optional if standing.get(k) != "missing"})
     return server.shell(name=name, commands=[watched_install(locked_install_command(must, optional, unlocked),
                                                              total=False)])
 

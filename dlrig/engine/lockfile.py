@@ -31,6 +31,7 @@ CACHE_KINDS = {
     "apt": "apt",  # Dir::Cache::Archives
     "pip": "pip",  # pip's --cache-dir (http cache)
     "wheels": "wheels",  # the wheelhouse of locked wheels
+    "uv": "uv",  # uv's cache: the locked wheels unpacked, with their sha256 (apply --locked only links)
     "conda": "conda-pkgs",  # conda's pkgs_dirs
     "miniforge": "miniforge",  # the Miniforge installer, by checksum
 }
@@ -195,6 +196,22 @@ if os.path.exists(py):
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
         out["pip"][n] = {"version": v, "file": f, "sha256": h.hexdigest()}
+    uv = os.path.join(envp, "bin", "uv")
+    if p["wheelhouse"] and p["download"] and p["uv_cache"] and os.access(uv, os.X_OK) and not out["problems"]:
+        # uv's cache on cache_dir gets every locked wheel unpacked WITH its sha256 (uv keeps hashes
+        # only when they are required), so `apply --locked` (--require-hashes) links instead of
+        # unpacking again: a throwaway --target of symlinks, removed at once.
+        tmp = tempfile.mkdtemp(prefix="dlrig-uv-warm-")
+        os.chmod(tmp, 0o777)
+        req = os.path.join(tmp, "locked.txt")
+        with open(req, "w") as fh:
+            for n, d in sorted(out["pip"].items()):
+                fh.write("%s==%s --hash=sha256:%s\n" % (n, d["version"], d["sha256"]))
+        os.chmod(req, 0o644)
+        run(["env", "UV_CACHE_DIR=" + p["uv_cache"], uv, "pip", "install", "-q", "--python", py, "--target",
+             os.path.join(tmp, "t"), "--link-mode", "symlink", "--require-hashes", "--no-deps", "--no-index",
+             "--find-links", wh, "-r", req], user=user, check=False)  # best effort: else they are unpacked then
+        subprocess.run(["rm", "-rf", tmp])
     if not p["wheelhouse"]:
         subprocess.run(["rm", "-rf", wh])
 print(json.dumps(out))
@@ -220,6 +237,7 @@ def probe_params(data: dict[str, Any], layout: Any, torch_index: str | None, dow
     return {
         "prefix": layout.prefix, "envp": layout.envp, "user": layout.user,
         "wheelhouse": cache_path(cache_dir, "wheels") if cache_dir else None,
+        "uv_cache": cache_path(cache_dir, "uv") if cache_dir else None,
         "pip_args": pip_args, "conda_owned": list(CONDA_OWNED), "download": download,
     }
 

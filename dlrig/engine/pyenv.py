@@ -215,7 +215,12 @@ def torch_needs_install(src: TorchSource, env: dict | None) -> str | None:
     return None
 
 
-def install_command(python: str, args: list[str], uv: bool) -> str:
+#: pip/uv options that name where packages come from (with their value).
+_SOURCE_OPTIONS = ("--index-url", "--extra-index-url", "-i")
+
+
+def install_command(python: str, args: list[str], uv: bool, wheelhouse: str | None = None,
+                    uv_cache: str | None = None) -> str:
     """``pip install ARGS`` into ``python``'s environment, as a shell command.
 
     With ``uv`` and a ``uv`` beside ``python`` (the pytorch role installs it), ``uv pip install``
@@ -224,25 +229,46 @@ def install_command(python: str, args: list[str], uv: bool) -> str:
     SSL_CERT_FILE; index and find-links are in ARGS for both. ``--index-strategy
     unsafe-best-match``: the best version across index and find-links, as pip picks.
     ``"$c"`` in ARGS stays a shell variable (a constraints file).
+
+    ``wheelhouse`` (cache_dir's): the wheels are first fetched into it (``pip download``, which
+    resolves like the install would and skips what the wheelhouse already has), then installed
+    from it alone (``--no-index --find-links``): each wheel is fetched once, and ``dlrig lock``
+    finds every installed wheel there and only hashes it. ``uv_cache``: uv's cache folder
+    (``UV_CACHE_DIR``; cache_dir's, where ``dlrig lock`` left the locked wheels unpacked).
     """
     def join(items: list[str]) -> str:
         return " ".join(shlex.quote(a) for a in items).replace("'$c'", '"$c"')
 
+    fetch = ""
+    if wheelhouse:
+        fetch_args = [a for a in args if a not in ("--force-reinstall", "--reinstall", "--require-hashes")]
+        fetch = join([python, "-m", "pip", "download", "--only-binary=:all:", "--disable-pip-version-check",
+                      "-q", "-d", wheelhouse, "--find-links", wheelhouse, *fetch_args]) + " && "
+        local, skip = [], False
+        for a in args:
+            if skip:
+                skip = False
+            elif a in _SOURCE_OPTIONS:
+                skip = True
+            elif a != "--no-index":
+                local.append(a)
+        args = ["--no-index", "--find-links", wheelhouse, *local]
     pip = join([python, "-m", "pip", "install", *args])
     if not uv:
-        return pip
+        return fetch + pip
     uv_bin = str(PurePosixPath(python).parent / "uv")
     uv_args = ["--reinstall" if a == "--force-reinstall" else a for a in args]
-    uv_cmd = (f"SSL_CERT_FILE={SYSTEM_CA_BUNDLE} "
+    uv_cmd = (f"SSL_CERT_FILE={SYSTEM_CA_BUNDLE} " + (f"UV_CACHE_DIR={shlex.quote(uv_cache)} " if uv_cache else "")
               + join([uv_bin, "pip", "install", "--python", python, "--index-strategy", "unsafe-best-match",
                       *uv_args]))
-    return f"if [ -x {shlex.quote(uv_bin)} ]; then {uv_cmd}; else {pip}; fi"
+    return f"{fetch}if [ -x {shlex.quote(uv_bin)} ]; then {uv_cmd}; else {pip}; fi"
 
 
-def torch_install_command(python: str, src: TorchSource, force_reinstall: bool = False, uv: bool = False) -> str:
+def torch_install_command(python: str, src: TorchSource, force_reinstall: bool = False, uv: bool = False,
+                          wheelhouse: str | None = None) -> str:
     """Install torch+torchvision from ``src`` only, then refuse a CPU build on a GPU host."""
     force = ["--force-reinstall"] if force_reinstall else []
-    pip = install_command(python, [*force, *src.pip_args(), *src.requirements()], uv)
+    pip = install_command(python, [*force, *src.pip_args(), *src.requirements()], uv, wheelhouse)
     if not src.gpu:
         return pip
     verify = (

@@ -77,6 +77,10 @@ SHAPES: dict[str, tuple[str, str]] = {
     "user": (r"[a-z_][a-z0-9_-]{0,31}", "a user name: lower-case letters, digits, _ and -, e.g. 'alice'"),
     "path": (r"/[A-Za-z0-9._+@%=:,/-]*", "an absolute path of letters, digits and ._+@%=:,/- (no spaces "
                                          "or shell characters)"),
+    # a folder that may sit on a data disk mounted under a name with spaces ("/media/alice/My Data");
+    # every use quotes it (shlex.quote, positional parameters, quoted apt/pip/conda config values)
+    "spaced_path": (r"/[A-Za-z0-9._+@%=:,/ -]*", "an absolute path of letters, digits, spaces and "
+                                                 "._+@%=:,/- (no shell characters)"),
     "url": (r"(?:https?|file)://[A-Za-z0-9._~:/?#@!%&+,=-]+",
             "an http(s):// or file:// URL without spaces or quotes"),
     # Debian Policy 5.6.1 package names, optionally =version or :arch (apt's syntax)

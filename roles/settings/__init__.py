@@ -36,6 +36,7 @@ COMMON_DEFAULTS = declare(
         "a folder on the host that outlives a reinstall (e.g. on the data disk): apt, pip, conda and "
         "Miniforge caches and the locked wheels; None: no cache",
         nullable=True,
+        shape="spaced_path",
     ),
     Setting(
         "dlrig_lock_file",

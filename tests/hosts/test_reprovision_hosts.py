@@ -10,11 +10,13 @@ import json
 
 import pytest
 
+from dlrig.testing import pool as POOL
 from tests.fixtures import roundtrip as RT
 
-pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+pytestmark = [pytest.mark.hosts]
 
 
+@pytest.mark.slow
 def test_reinstall_round_trip_from_the_cache_alone(golden_image, tmp_path, record_property):
     index = RT.torch_index()
     rt = RT.round_trip(golden_image, index, tmp_path)
@@ -48,3 +50,42 @@ def test_reinstall_round_trip_from_the_cache_alone(golden_image, tmp_path, recor
         assert rt.cache_after_second[kind] == rt.cache_after_lock[kind], kind
     sizes = json.loads(rt.cache_status.stdout)["rig"]["bytes"]
     assert sizes["apt"] > 0 and sizes["wheels"] > 0 and sizes["miniforge"] > 0, sizes
+
+
+@pytest.mark.slow
+def test_locked_apt_puts_purged_packages_back_from_a_cache_dir_with_spaces(make_hosts, tmp_path):
+    """Locked apt on a real Debian 12 test host, cache_dir with spaces in its path: after `dlrig lock`
+    the owner purges two locked packages (tmux, one of base's, the unattended_upgrades role's own) and every
+    apt source is made unreachable; `apply --locked --roles unattended_upgrades` puts both back, at
+    their locked versions, from the .debs in that cache_dir (the role's locked transaction; the
+    purged base package rides along), and `plan --locked` shows no apt difference."""
+    (h,) = make_hosts(1)
+    cache = "/srv/dlrig cache/of the rig"
+    data = {"extra_ca_certificates": RT.common_cas(), "cache_dir": cache}
+    inv = POOL.write_inventory([h], tmp_path / "inv.py", data=data)
+    r, _ = RT.dlrig("apply", str(inv), "--roles", "base,unattended_upgrades", "--yes")
+    RT.must(r, "first apply")
+    lock = tmp_path / "dlrig.lock"
+    RT.must(RT.dlrig("lock", str(inv), "-o", str(lock))[0], "dlrig lock")
+    locked = json.loads(lock.read_text())["hosts"][h.name]["apt"]
+    gone = ("tmux", "unattended-upgrades")
+    assert all(locked.get(p) for p in gone), {p: locked.get(p) for p in gone}
+    assert all(list((h.root / cache.lstrip("/") / "apt").glob(f"{p}_*.deb")) for p in gone)
+
+    h.ssh("sudo DEBIAN_FRONTEND=noninteractive apt-get -y purge " + " ".join(gone))
+    assert "ii" not in h.ssh("dpkg-query -W -f '${db:Status-Abbrev}' tmux", check=False).stdout
+    dead = f"http://127.0.0.1:{RT.dead_port()}"
+    h.ssh(f"echo 'deb {dead}/debian bookworm main' | sudo tee /etc/apt/sources.list >/dev/null; "
+          "sudo rm -f /etc/apt/sources.list.d/*; sudo apt-get update -qq || true")
+
+    r, _ = RT.dlrig("apply", str(inv), "--roles", "unattended_upgrades", "--yes", "--locked", str(lock))
+    RT.must(r, "apply --locked (offline)")
+    have = h.ssh("dpkg-query -W -f '${Package} ${Version}\\n' " + " ".join(gone)).stdout.split("\n")
+    assert sorted(line for line in have if line) == sorted(f"{p} {locked[p]}" for p in gone), have
+    r, _ = RT.dlrig("plan", str(inv), "--locked", str(lock), "--json")
+    RT.must(r, "plan --locked")
+    diffs = json.loads(r.stdout)["differences"][h.name]
+    assert not [d for d in diffs if d.startswith("apt ")], diffs
+    r, _ = RT.dlrig("cache", "status", str(inv), "--json")
+    sizes = json.loads(RT.must(r, "cache status").stdout)[h.name]["bytes"]
+    assert sizes["apt"] > 0, sizes

@@ -99,7 +99,7 @@ def test_locked_gpu_roles_install_the_locked_versions_and_keep_pins_and_holds(tm
                  "may cuda-toolkit-13-0 13.0.2-1"):
         assert line in install, install
     assert "--allow-downgrades --allow-change-held-packages" in install
-    assert re.search(r"targets='?linux-headers-\S+-generic", install)  # the kernel's headers: not locked
+    assert re.search(r"set -- '?linux-headers-\S+-generic", install)  # the kernel's headers: not locked
     assert "locked apt versions are not available from cache_dir or any apt source: " in install
     # pins and holds as without a lock
     assert "Pin: version /^(1:)?580\\./" in drv and "apt-mark hold nvidia-open nvidia-driver-pinning-580" in drv
@@ -156,3 +156,23 @@ def test_locked_refuses_a_package_the_lock_does_not_have(tmp_path):
 def test_locked_and_converged_is_a_no_op(tmp_path):
     ops = _locked_ops(tmp_path, [], driver_kernel_headers=False)
     assert _installs(ops) == [], [o["operation"] for o in ops]
+
+
+def test_locked_packages_a_purge_of_this_run_removes_are_put_back(tmp_path):
+    """A conflicting driver (another branch) is purged in this run while the locked driver is at its
+    version: apt's purge may take locked packages with it, so the locked transaction, checked when it
+    runs (after the purge), gets the role's packages as musts and the rest of the lock as mays."""
+    installed = [f"ii  {p} {v} amd64 x" for p, v in LOCKED.items() if ":" not in p] + [
+        "ii  nvidia-utils-550 550.163.01-0ubuntu1 amd64 x"]
+    ops = plan(
+        [fake_host("h", "ubuntu-24.04", facts={WHERE: [], "dpkg -l": installed}, driver_gpus=[GPU],
+                   driver_source="nvidia", driver_kernel_headers=False, dlrig_lock_file=_lock(tmp_path),
+                   dlrig_roles=["nvidia_driver"])], roles=["nvidia_driver"])["h"]
+    names = [o["operation"] for o in ops]
+    purge = next(i for i, o in enumerate(ops) if "apt-get -y purge nvidia-utils-550" in " ".join(o["commands"]))
+    (install,) = [o for o in _installs(ops) if o["role"] == "nvidia_driver"]
+    assert purge < ops.index(install), names
+    cmd = install["commands"][0]
+    for line in ("must nvidia-open 580.95.05-1", "must nvidia-driver-pinning-580 580.95.05-1",
+                 "may cuda-toolkit-13-0 13.0.2-1", "may curl 8.5.0-2ubuntu10.6"):
+        assert line in cmd, cmd

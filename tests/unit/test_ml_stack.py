@@ -256,3 +256,57 @@ def test_version_mismatch_report():
     assert "conda 24.11.3" in report and "left alone" in report and "installed from u1" in report
     hand = conda_role.version_mismatch({**state, "installer": None}, "u2", "b" * 64)
     assert "not installed by dlrig" in hand
+
+
+def _tiny_wheel(folder, name: str, version: str, requires: tuple[str, ...] = ()):
+    """A minimal pure-Python wheel (METADATA, WHEEL, RECORD, one module), built here."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires)
+    files = {f"{name}.py": "X = 1\n", f"{dist}/METADATA": meta,
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: dlrig-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for arc, text in files.items():
+            z.writestr(arc, text)
+        z.writestr(f"{dist}/RECORD", "".join(f"{a},,\n" for a in files) + f"{dist}/RECORD,,\n")
+    return path
+
+
+def test_install_with_a_wheelhouse_fetches_each_wheel_once_then_installs_from_it_alone(tmp_path):
+    """cache_dir's wheelhouse: the first install fetches the whole closure into it (real pip,
+    from a find-links folder standing in for the index), the install itself reads only the
+    wheelhouse; with the source gone and the index a dead port, a reinstall still works."""
+    import socket
+    import sys
+
+    src, wh = tmp_path / "src", tmp_path / "cache dir" / "wheels"
+    src.mkdir()
+    wh.mkdir(parents=True)
+    _tiny_wheel(src, "dlrigdemo_a", "1.0", ("dlrigdemo_b",))
+    _tiny_wheel(src, "dlrigdemo_b", "2.0")
+    # pip from this interpreter's site-packages (no pip bootstrapped into the venv: quick)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(tmp_path / "env")],
+                   check=True)
+    python = str(tmp_path / "env" / "bin" / "python")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/simple"
+    cmd = pyenv.install_command(python, ["--index-url", dead, "--find-links", str(src), "dlrigdemo_a"], uv=False,
+                                wheelhouse=str(wh))
+    assert "--index-url" not in cmd.split(" && ", 1)[1]  # the install itself: the wheelhouse alone
+    r = _run(cmd)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in wh.iterdir()) == ["dlrigdemo_a-1.0-py3-none-any.whl",
+                                                   "dlrigdemo_b-2.0-py3-none-any.whl"]
+    listed = subprocess.run([python, "-m", "pip", "list", "--local", "--format=freeze"], capture_output=True, text=True).stdout
+    assert "dlrigdemo_a==1.0" in listed.replace("-", "_") and "dlrigdemo_b==2.0" in listed.replace("-", "_")
+    for f in src.iterdir():
+        f.unlink()
+    again = pyenv.install_command(python, ["--force-reinstall", "--index-url", dead, "--find-links", str(src),
+                                           "dlrigdemo_a"], uv=False, wheelhouse=str(wh))
+    r = _run(again)
+    assert r.returncode == 0, r.stderr
+    assert len(list(wh.iterdir())) == 2

@@ -300,3 +300,15 @@ def test_a_list_of_paths_takes_the_path_shape_for_each_item():
     assert shape_of(paths) == "path" and shape_of(Setting("p", "/x", "path", "h")) == "path"
     assert shape_of(Setting("i", 1, "int", "h")) is None and shape_of(Setting("s", [], "list", "h", item_kind="str")) is None
     assert _shape_error(paths, ["/ok", "/also/ok"]) is None and _shape_error(paths, ["/ok", "/bad\nline"])
+
+
+def test_cache_dir_may_have_spaces_but_no_shell_characters():
+    """A data disk mounted as "/media/alice/My Data": cache_dir takes spaces (every use quotes it);
+    quotes, $, ; and newlines stay refused, with the shape's words."""
+    from dlrig.engine.settings import _shape_error
+    from dlrig.engine.settings import registry
+
+    s = registry()["cache_dir"]
+    assert _shape_error(s, "/media/alice/My Data/dlrig cache") is None
+    for bad in ("/media/x;rm -rf /", "/a/$(id)", "/a'b", "/a\nb", "relative/path"):
+        assert "no shell characters" in (_shape_error(s, bad) or ""), bad
