@@ -22,10 +22,11 @@ from pyinfra.connectors.util import (
     make_unix_command_for_host,
 )
 
-from dlrig.engine import factbatch
+from dlrig.engine import factbatch, noop
 from dlrig.engine.tcp import set_nodelay
 
 NAME = "dlrig-ssh"
+COLLECTING = noop.start_collecting()  # dlrig asked what this run reads (the verified no-op)
 
 
 class DlrigSSHConnector(SSHConnector):
@@ -78,23 +79,44 @@ class DlrigSSHConnector(SSHConnector):
         # Each read's own status is in its line: parsed even when a part of the batch (sudo) failed.
         self._answers = factbatch.parse_batch(output.stdout_lines, commands, marker)
 
+    @property
+    def _collector(self) -> noop.Collector:
+        if not hasattr(self, "_noop"):
+            self._noop = noop.Collector()
+        return self._noop
+
     def run_shell_command(self, command, print_output: bool = False, print_input: bool = False, **arguments):
         raw = self._fact_command(command, print_output, print_input, arguments)
-        if raw is None:
+        if raw is None:  # not a plain fact read: a run with it is not replayed by a verified no-op
+            self._collector.spoil()
             return super().run_shell_command(command, print_output=print_output, print_input=print_input,
                                              **arguments)
         if not hasattr(self, "_answers"):
             self._prefetch()
         self._seen.append(raw)
         if raw in self._answers:
+            self._collector.read(raw, self._answers[raw])
             return True, CommandOutput([OutputLine("stdout", line) for line in self._answers[raw]])
         ok, output = super().run_shell_command(command, print_output=print_output, print_input=print_input,
                                                **arguments)
         if ok:  # read again in this prepare: the same answer (no operation has run yet)
             self._answers[raw] = output.stdout_lines
+            self._collector.read(raw, output.stdout_lines)
+        else:
+            self._collector.spoil()
         return ok, output
+
+    def put_file(self, *args, **kwargs):
+        self._collector.spoil()
+        return super().put_file(*args, **kwargs)
+
+    def get_file(self, *args, **kwargs):
+        self._collector.spoil()
+        return super().get_file(*args, **kwargs)
 
     def disconnect(self) -> None:
         if getattr(self, "_seen", None):
             factbatch.save_record(self._record(), self._seen)
+        if COLLECTING:
+            self._collector.write(self.host.name)
         super().disconnect()
