@@ -15,7 +15,7 @@ from dlrig.deploys import deploy_file
 from dlrig.engine.catalogue import parse_roles
 from dlrig.engine.inventory import UserError
 from dlrig.engine.preflight import effective_data
-from dlrig.engine import applylock
+from dlrig.engine import applylock, noop
 from dlrig.engine.runner import (
     CONVERGED,
     Change,
@@ -56,7 +56,7 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
     rest = [h for h in hosts if h.name not in fast]
     result = RunResult(0)
     if rest:
-        with fast_records(rest, "plan", plan_data) as converged:
+        with noop.recording(rest, "plan", plan_data) as converged:
             result = run_pyinfra(
                 pyinfra_command(inventory, deploy_file(), dry=True, data=plan_data, verbose=verbose,
                                 limit=[h.name for h in rest] if fast else None),
@@ -101,32 +101,12 @@ def verified_noop(hosts: list, mode: str, data: dict, *, enabled: bool, quiet: b
     the same (dlrig.engine.noop): reported converged without starting pyinfra for them."""
     if not enabled:
         return {}
-    from dlrig.engine import noop
-
     hits = noop.check(hosts, mode, data)
     if not quiet:
         for hit in hits.values():
             click.echo(f"[{hit.host}] unchanged since its last {mode} that changed nothing: {hit.reads} fact "
                        "reads the same, in one SSH command (--no-fast runs pyinfra)", err=True)
     return hits
-
-
-def fast_records(hosts: list, mode: str, data: dict):
-    """Context for a pyinfra run on ``hosts``: yields a dict the caller fills with {host: operations
-    unchanged} for the hosts that came out converged; their no-op records are then written."""
-    import contextlib
-    import tempfile
-
-    from dlrig.engine import noop
-
-    @contextlib.contextmanager
-    def ctx():
-        converged: dict[str, int] = {}
-        with tempfile.TemporaryDirectory(prefix="dlrig-noop-") as out, noop.collecting(out):
-            yield converged
-            noop.remember(out, hosts, mode, data, converged)
-
-    return ctx()
 
 
 def apply_needs(hosts: list) -> list[str]:
@@ -205,7 +185,7 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
     result, log_path, refused = RunResult(0), None, {}
     summary, status = {}, {}
     if rest:
-        with fast_records(rest, "apply", pyinfra_data) as converged:
+        with noop.recording(rest, "apply", pyinfra_data) as converged:
             result, log_path, refused = run_locked(inventory, pyinfra_data, rest, verbose, as_json)
             summary = result.summary([h.name for h in rest])
             status = host_status(result, [h.name for h in rest], dry=False)

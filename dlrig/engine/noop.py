@@ -9,8 +9,8 @@ every operation unchanged, none failed), dlrig keeps a record of that host (:fun
 ``$XDG_STATE_HOME/dlrig/noop``): a digest of those inputs (:func:`inputs_digest`), the local files
 the run read with their digests, and the exact command lines of every fact the run read with a
 digest of their outputs. The pyinfra child writes the part only it knows (``@dlrig-ssh``:
-:class:`Collector`, into :data:`ENV`'s folder); dlrig adds the inputs after the run
-(:func:`promote`).
+:class:`dlrig.engine.noopread.Collector`, into :data:`ENV`'s folder); dlrig adds the inputs after
+the run (:func:`recording`).
 
 On the next ``plan``/``apply`` of that host (:func:`check`), dlrig, in its own process and without
 importing pyinfra, compares the inputs and local files, connects once (the connection the apply
@@ -26,6 +26,7 @@ that another apply is changing is a miss too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -60,19 +61,30 @@ def record_path(name: str, data: dict[str, Any], mode: str) -> Path:
 
 # --- what shapes the deploy, on this machine ----------------------------------------------------
 
+def code_roots() -> list[str]:
+    """The folders of the dlrig package, its roles, deploys and templates (in a checkout: dlrig/,
+    roles/, deploys/, templates/)."""
+    import importlib.util
+
+    found: list[str] = []
+    for pkg in ("dlrig", "dlrig.roles", "dlrig.deploys"):
+        spec = importlib.util.find_spec(pkg)
+        found += [os.path.realpath(loc) for loc in (spec.submodule_search_locations if spec else None) or []]
+        if pkg == "dlrig.roles":  # templates/ is roles/'s sibling (dlrig.roles.TEMPLATES)
+            found += [os.path.join(os.path.dirname(loc), "templates") for loc in found[-1:]]
+    roots: list[str] = []
+    for loc in sorted(found, key=len):
+        if os.path.isdir(loc) and not any(loc == r or loc.startswith(r + os.sep) for r in roots):
+            roots.append(loc)
+    return roots
+
+
 def code_digest() -> str:
     """sha256 over every file of the dlrig package, its roles, deploys and templates (paths and
     contents), with the versions of dlrig, pyinfra and Python."""
-    import importlib.util
     from importlib.metadata import PackageNotFoundError, version
 
-    roots: list[str] = []
-    for pkg in ("dlrig", "dlrig.roles", "dlrig.deploys", "dlrig.templates"):
-        spec = importlib.util.find_spec(pkg)
-        for loc in (spec.submodule_search_locations if spec else None) or []:
-            loc = os.path.realpath(loc)
-            if not any(loc == r or loc.startswith(r + os.sep) for r in roots):
-                roots.append(loc)
+    roots = code_roots()
     h = hashlib.sha256()
     for pkg in ("dlrig", "pyinfra", "paramiko"):
         try:
@@ -117,101 +129,6 @@ def file_digest(path: str) -> str | None:
 def reads_digest(reads: list[tuple[str, list[str]]]) -> str:
     """The digest of fact reads: each command line with the stdout lines pyinfra got for it."""
     return _sha(json.dumps(reads, separators=(",", ":")).encode())
-
-
-# --- in the pyinfra child: what @dlrig-ssh read --------------------------------------------------
-
-_LOCAL_FILES: dict[str, tuple | None] = {}  # path -> its stat when first opened for reading
-_WRITTEN: set[str] = set()  # paths the run opened for writing
-_SKIP_PREFIXES = ("/proc/", "/sys/", "/dev/")
-
-
-def _audit(event: str, args: tuple) -> None:
-    """Audit hook: every local regular file opened for reading (a CA certificate to upload, the
-    inventory, a lock file) is remembered with its stat at that moment. Python's own modules are
-    left out: they are covered by the code digest and the versions."""
-    if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
-        return
-    path = os.fsdecode(args[0])
-    mode = args[1] if len(args) > 1 else "r"
-    if isinstance(mode, str) and any(c in mode for c in "wax+"):
-        _WRITTEN.add(path)  # made by the run (a fact's scratch file): an output, not an input
-        return
-    if path in _LOCAL_FILES or path.endswith((".py", ".pyc", ".so")) or not path.startswith("/") \
-            or path.startswith(_SKIP_PREFIXES) or path.startswith(_installed()):
-        return
-    try:
-        st = os.stat(path)
-    except OSError:
-        return
-    import stat as STAT
-
-    if STAT.S_ISREG(st.st_mode):
-        _LOCAL_FILES[path] = (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _installed() -> tuple[str, ...]:
-    """Where Python and its packages live (their files are the software, covered by the versions)."""
-    import site
-
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages()}
-    return tuple(os.path.join(d, "") for d in dirs if d)
-
-
-_HOOKED = [False]
-
-
-def start_collecting() -> bool:
-    """In the pyinfra child, when dlrig asked for it (:data:`ENV`): watch local file reads."""
-    if not os.environ.get(ENV):
-        return False
-    if not _HOOKED[0]:
-        sys.addaudithook(_audit)
-        _HOOKED[0] = True
-    return True
-
-
-class Collector:
-    """Per host, in the child: the fact reads of the run, in order; ``ok`` turns False for good
-    when the run did anything the record cannot replay (a read run another way, a failed read, a
-    command outside the preparation, a file transfer)."""
-
-    def __init__(self) -> None:
-        self.reads: dict[str, list[str]] = {}
-        self.ok = True
-
-    def read(self, command: str, lines: list[str]) -> None:
-        self.reads.setdefault(command, list(lines))
-
-    def spoil(self) -> None:
-        self.ok = False
-
-    def write(self, host: str) -> None:
-        out = os.environ.get(ENV)
-        if not out:
-            return
-        from dlrig.engine.factbatch import record_dir
-
-        own = (str(state_dir()) + os.sep, str(record_dir()) + os.sep)  # dlrig's own records
-        files = {}
-        for path, st in sorted(_LOCAL_FILES.items()):
-            if path.startswith(own) or path in _WRITTEN:
-                continue
-            try:
-                now = os.stat(path)
-            except OSError:
-                now = None
-            if now is None or (now.st_size, now.st_mtime_ns, now.st_ino) != st:  # changed while read
-                if os.environ.get("XDBG"): print("CHANGED", path, file=sys.stderr)
-                self.ok = False
-                break
-            files[path] = file_digest(path)
-        payload = {"v": VERSION, "ok": self.ok, "commands": list(self.reads),
-                   "outputs": reads_digest(list(self.reads.items())), "files": files}
-        try:
-            Path(out, _sha(host.encode())[:32] + ".json").write_text(json.dumps(payload))
-        except OSError:
-            pass
 
 
 # --- in dlrig's process: keep a record after a run that changed nothing ---------------------------
@@ -369,25 +286,6 @@ def check(hosts: list, mode: str, pyinfra_data: dict[str, Any]) -> dict[str, Hit
     return {hit.host: hit for hit in hits if hit is not None}
 
 
-def collecting(out_dir: str):
-    """Context: the pyinfra children started inside it report what they read into ``out_dir``."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def ctx():
-        old = os.environ.get(ENV)
-        os.environ[ENV] = out_dir
-        try:
-            yield out_dir
-        finally:
-            if old is None:
-                os.environ.pop(ENV, None)
-            else:
-                os.environ[ENV] = old
-
-    return ctx()
-
-
 def remember(out_dir: str, hosts: list, mode: str, pyinfra_data: dict[str, Any], converged: dict[str, Any]) -> None:
     """After a run through pyinfra: a record for each host in ``converged`` ({name: its report});
     the records of the run's other hosts go (they changed or failed)."""
@@ -402,3 +300,24 @@ def remember(out_dir: str, hosts: list, mode: str, pyinfra_data: dict[str, Any],
             code = code_digest()
         promote(out_dir, h.name, h.data, mode,
                 inputs_digest(code, h.name, h.data, h.groups, pyinfra_data, mode), converged[h.name])
+
+
+@contextlib.contextmanager
+def recording(hosts: list, mode: str, pyinfra_data: dict[str, Any]):
+    """Around a pyinfra run on ``hosts``: its children report what they read (:data:`ENV`); yields a
+    dict the caller fills with {host: report} for the hosts that came out with no change, whose
+    records are then written (:func:`remember`)."""
+    import tempfile
+
+    converged: dict[str, Any] = {}
+    old = os.environ.get(ENV)
+    with tempfile.TemporaryDirectory(prefix="dlrig-noop-") as out:
+        os.environ[ENV] = out
+        try:
+            yield converged
+        finally:
+            if old is None:
+                os.environ.pop(ENV, None)
+            else:
+                os.environ[ENV] = old
+        remember(out, hosts, mode, pyinfra_data, converged)
