@@ -52,7 +52,7 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
 
         plan_locked(locked, hosts, as_json)
     plan_data = {**pyinfra_data, PLAN_ONLY: True}
-    fast = verified_noop(hosts, "plan", plan_data, enabled=not (no_fast or verbose), quiet=as_json)
+    fast = verified_noop(hosts, "plan", plan_data, enabled=not (no_fast or verbose))
     rest = [h for h in hosts if h.name not in fast]
     result = RunResult(0)
     if rest:
@@ -96,16 +96,15 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
     sys.exit(0 if ok else 1)
 
 
-def verified_noop(hosts: list, mode: str, data: dict, *, enabled: bool, quiet: bool) -> dict:
+def verified_noop(hosts: list, mode: str, data: dict, *, enabled: bool) -> dict:
     """{host: Hit} for the hosts whose last run changed nothing and whose inputs and facts are still
     the same (dlrig.engine.noop): reported converged without starting pyinfra for them."""
     if not enabled:
         return {}
     hits = noop.check(hosts, mode, data)
-    if not quiet:
-        for hit in hits.values():
-            click.echo(f"[{hit.host}] unchanged since its last {mode} that changed nothing: {hit.reads} fact "
-                       "reads the same, in one SSH command (--no-fast runs pyinfra)", err=True)
+    for hit in hits.values():
+        click.echo(f"[{hit.host}] {noop.HIT_NOTE.format(mode=mode)}: {hit.reads} fact reads the same, "
+                   "in one SSH command (--no-fast runs pyinfra)", err=True)
     return hits
 
 
@@ -179,8 +178,7 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             sys.exit(0)
         click.confirm("Apply these changes?", abort=True)
 
-    fast = verified_noop(hosts, "apply", pyinfra_data, enabled=yes and not (no_fast or verbose or restore),
-                         quiet=as_json)
+    fast = verified_noop(hosts, "apply", pyinfra_data, enabled=yes and not (no_fast or verbose or restore))
     rest = [h for h in hosts if h.name not in fast]
     result, log_path, refused = RunResult(0), None, {}
     summary, status = {}, {}

@@ -168,6 +168,9 @@ def forget(name: str, data: dict[str, Any], mode: str) -> None:
 
 # --- in dlrig's process: the check ----------------------------------------------------------------
 
+HIT_NOTE = "unchanged since its last {mode} that changed nothing"
+
+
 @dataclass
 class Hit:
     host: str
@@ -198,16 +201,17 @@ def _locked(script: str, lock_file: str) -> str:
     return f"exec flock -n {shlex.quote(lock_file)} sh -c {shlex.quote(script)}"
 
 
-def check_one(h, record: dict, *, hold_lock: bool, connect=None) -> Hit | None:
-    """Replay one host's recorded reads; a :class:`Hit` when each succeeds with the recorded output."""
+def check_one(h, record: dict, *, hold_lock: bool, connect=None, lock_file: str | None = None) -> Hit | None:
+    """Replay one host's recorded reads; a :class:`Hit` when each succeeds with the recorded output.
+    ``connect(h)``: a connected paramiko client (default: as the apply lock connects)."""
     from dlrig.engine import factbatch
 
     commands = record["commands"]
     script, marker = factbatch.batch_script(commands)
     if hold_lock:
-        from dlrig.engine.applylock import LOCK_FILE
-
-        script = _locked(script, LOCK_FILE)
+        if lock_file is None:
+            from dlrig.engine.applylock import LOCK_FILE as lock_file
+        script = _locked(script, lock_file)
     if connect is None:
         from dlrig.engine.applylock import _connect_ssh as connect
     client = connect(h)
@@ -252,7 +256,7 @@ def _answers(lines: list[str], n: int, marker: str) -> list[list[str]] | None:
     return None if any(a is None for a in out) else out  # type: ignore[return-value]
 
 
-def check(hosts: list, mode: str, pyinfra_data: dict[str, Any]) -> dict[str, Hit]:
+def check(hosts: list, mode: str, pyinfra_data: dict[str, Any], connect=None) -> dict[str, Hit]:
     """{host name: Hit} for the hosts whose recorded no-op still holds; the rest are left out.
     ``mode``: "plan" or "apply"; never raises (a host that cannot be checked is a miss)."""
     candidates = []
@@ -277,7 +281,7 @@ def check(hosts: list, mode: str, pyinfra_data: dict[str, Any]) -> dict[str, Hit
     def one(item):
         h, record = item
         try:
-            return check_one(h, record, hold_lock=(mode == "apply"))
+            return check_one(h, record, hold_lock=(mode == "apply"), connect=connect)
         except Exception:  # noqa: BLE001 (no connection, a timeout: the full run reports it)
             return None
 

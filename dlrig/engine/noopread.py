@@ -17,7 +17,7 @@ from dlrig.engine.noop import ENV, VERSION, _sha, file_digest, reads_digest, sta
 
 
 _LOCAL_FILES: dict[str, tuple | None] = {}  # path -> its stat when first opened for reading
-_WRITTEN: set[str] = set()  # paths the run opened for writing
+_WRITTEN: set[str] = set()  # paths the run opened for writing before reading them
 _SKIP_PREFIXES = ("/proc/", "/sys/", "/dev/")
 
 
@@ -31,7 +31,8 @@ def _audit(event: str, args: tuple) -> None:
     mode = args[1] if len(args) > 1 else "r"
     flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
     if any(c in mode for c in "wax+") if isinstance(mode, str) else flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-        _WRITTEN.add(path)  # made by the run (a fact's scratch file): an output, not an input
+        if path not in _LOCAL_FILES:  # made by the run (a fact's scratch file): an output, not an input
+            _WRITTEN.add(path)
         return
     if path in _LOCAL_FILES or path.endswith((".pyc", ".so")) or path.startswith(_SKIP_PREFIXES) \
             or path.startswith(_SKIPPED[0]):
