@@ -224,36 +224,13 @@ def check_one(h, record: dict, *, hold_lock: bool, connect=None, lock_file: str 
         client.close()
     if rc != 0:
         return None
-    answers = _answers(raw.decode("utf-8", "replace").split("\n"), len(commands), marker)
-    if answers is None:
+    answers = factbatch.parse_batch(raw.decode("utf-8", "replace").split("\n"), commands, marker)
+    if len(answers) != len(set(commands)):  # a read failed, or the batch stopped short
         return None
-    reads = [(c, answers[i]) for i, c in enumerate(commands)]
+    reads = [(c, answers[c]) for c in commands]
     if reads_digest(reads) != record["outputs"]:
         return None
     return Hit(h.name, record.get("report"), len(commands))
-
-
-def _answers(lines: list[str], n: int, marker: str) -> list[list[str]] | None:
-    """Every command's stdout lines, or None unless each of the ``n`` commands answered with exit 0."""
-    import base64
-
-    from dlrig.engine.factbatch import split_lines
-
-    out: list[list[str] | None] = [None] * n
-    for line in lines:
-        parts = line.split(" ")
-        if len(parts) not in (3, 4) or parts[0] != marker or not parts[1].isdigit() or int(parts[1]) >= n:
-            continue
-        if parts[2] != "0":
-            return None
-        try:
-            got = split_lines(base64.b64decode(parts[3] if len(parts) == 4 else "", validate=True))
-        except ValueError:
-            return None
-        if got is None:
-            return None
-        out[int(parts[1])] = got
-    return None if any(a is None for a in out) else out  # type: ignore[return-value]
 
 
 def check(hosts: list, mode: str, pyinfra_data: dict[str, Any], connect=None) -> dict[str, Hit]:

@@ -70,8 +70,10 @@ def test_replay_hits_only_while_every_read_answers_as_recorded(tmp_path):
     probe.write_text("one\nTWO\n")  # drift on the "host"
     assert noop.check_one(HostSpec("h1"), record, hold_lock=False, connect=lambda h: client) is None
 
-    failing = _record(["false"], [[]])  # a read that fails is never a hit, even with empty output
+    failing = _record(["echo a", "false"], [["a"], []])  # a failed read is never a hit, even with no output
     assert noop.check_one(HostSpec("h1"), failing, hold_lock=False, connect=lambda h: client) is None
+    cut = _record(["echo a", "kill -9 $$"], [["a"], []])  # the batch stopped short
+    assert noop.check_one(HostSpec("h1"), cut, hold_lock=False, connect=lambda h: client) is None
 
 
 def test_apply_replay_misses_while_another_apply_holds_the_lock(tmp_path):
@@ -85,16 +87,6 @@ def test_apply_replay_misses_while_another_apply_holds_the_lock(tmp_path):
                               lock_file=str(lock)) is None
     assert noop.check_one(HostSpec("h1"), record, hold_lock=True, connect=lambda h: client,
                           lock_file=str(lock)) is not None
-
-
-def test_answers_need_every_command_with_exit_0():
-    script, marker = factbatch.batch_script(["echo a", "exit 3", "echo c"])
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split("\n")
-    assert noop._answers(out, 3, marker) is None
-    script, marker = factbatch.batch_script(["echo a", "printf ''", "echo c"])
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.split("\n")
-    assert noop._answers(out, 3, marker) == [["a"], [], ["c"]]
-    assert noop._answers(out, 4, marker) is None  # a command that did not answer at all
 
 
 def test_inputs_digest_follows_every_input():
