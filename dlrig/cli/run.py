@@ -189,7 +189,7 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             status = host_status(result, [h.name for h in rest], dry=False)
             if not result.interrupted:
                 converged.update({n: s.unchanged for n, s in summary.items()
-                                  if n not in refused and status[n][0] == CONVERGED and s.ok})
+                                  if n not in refused and status.get(n, ("",))[0] == CONVERGED and s.ok})
     if result.interrupted:
         report_interrupted(result, hosts, as_json)
     for name, hit in fast.items():
