@@ -15,8 +15,10 @@ from dlrig.deploys import deploy_file
 from dlrig.engine.catalogue import parse_roles
 from dlrig.engine.inventory import UserError
 from dlrig.engine.preflight import effective_data
-from dlrig.engine import applylock
+from dlrig.engine import applylock, noop
 from dlrig.engine.runner import (
+    CONVERGED,
+    Change,
     FAILED,
     UNREACHABLE,
     HostSummary,
@@ -28,6 +30,10 @@ from dlrig.engine.runner import (
 from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 
 
+no_fast_opt = click.option("--no-fast", "no_fast", is_flag=True,
+                           help="Always run pyinfra, even for a host whose last run changed nothing.")
+
+
 @click.command()
 @common.sudo_password_option
 @common.inventory_arg
@@ -36,25 +42,37 @@ from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 @common.json_opt
 @click.option("-v", "verbose", count=True, help="More of pyinfra's output.")
 @click.option("--locked", "locked", metavar="LOCK", help="Show how each host differs from its entry in LOCK.")
+@no_fast_opt
 def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, verbose: int,
-         locked: str | None = None) -> None:
+         locked: str | None = None, no_fast: bool = False) -> None:
     """Show what apply would change (a pyinfra dry run); changes nothing."""
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
     if locked:
         from dlrig.cli.lock import plan_locked
 
         plan_locked(locked, hosts, as_json)
-    result = run_pyinfra(
-        pyinfra_command(inventory, deploy_file(), dry=True, data={**pyinfra_data, PLAN_ONLY: True},
-                        verbose=verbose),
-        show_progress=not as_json,
-    )
+    plan_data = {**pyinfra_data, PLAN_ONLY: True}
+    fast = verified_noop(hosts, "plan", plan_data, enabled=not (no_fast or verbose))
+    rest = [h for h in hosts if h.name not in fast]
+    result = RunResult(0)
+    if rest:
+        with noop.recording(rest, "plan", plan_data) as converged:
+            result = run_pyinfra(
+                pyinfra_command(inventory, deploy_file(), dry=True, data=plan_data, verbose=verbose,
+                                limit=[h.name for h in rest] if fast else None),
+                show_progress=not as_json,
+            )
+            status = host_status(result, [h.name for h in rest], dry=True)
+            if not result.interrupted:
+                converged.update({n: [c.as_json() for c in result.changes(conditional=True) if c.host == n]
+                                  for n, (st, _) in status.items() if st == CONVERGED})
     notes = apply_needs(hosts)
     if result.interrupted:
         report_interrupted(result, hosts, as_json, command="plan")
     changes = result.changes()
-    conditional = result.changes(conditional=True)
-    status = host_status(result, [h.name for h in hosts], dry=True)
+    conditional = result.changes(conditional=True) + [
+        Change(c["host"], c["role"], c["operation"], True) for hit in fast.values() for c in hit.report]
+    status = {h.name: (CONVERGED, []) if h.name in fast else status[h.name] for h in hosts}
     ok = result.returncode == 0 and not any(st in (UNREACHABLE, FAILED) for st, _ in status.values())
     if as_json:
         payload = {
@@ -76,6 +94,18 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
         if not ok:
             click.echo("dlrig: pyinfra failed; see its output above", err=True)
     sys.exit(0 if ok else 1)
+
+
+def verified_noop(hosts: list, mode: str, data: dict, *, enabled: bool) -> dict:
+    """{host: Hit} for the hosts whose last run changed nothing and whose inputs and facts are still
+    the same (dlrig.engine.noop): reported converged without starting pyinfra for them."""
+    if not enabled:
+        return {}
+    hits = noop.check(hosts, mode, data)
+    for hit in hits.values():
+        click.echo(f"[{hit.host}] {noop.HIT_NOTE.format(mode=mode)}: {hit.reads} fact reads the same, "
+                   "in one SSH command (--no-fast runs pyinfra)", err=True)
+    return hits
 
 
 def apply_needs(hosts: list) -> list[str]:
@@ -119,8 +149,10 @@ def _print_plan(hosts, changes, conditional, status=None) -> None:
 @click.option("--locked", "locked", metavar="LOCK", help="Install exactly the versions in LOCK (dlrig lock).")
 @click.option("--restore", "restore", metavar="BACKUP",
               help="First put back host keys, Jupyter config and fstab lines from BACKUP (dlrig backup).")
+@no_fast_opt
 def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, yes: bool, verbose: int,
-          reboot: bool = False, locked: str | None = None, restore: str | None = None) -> None:
+          reboot: bool = False, locked: str | None = None, restore: str | None = None,
+          no_fast: bool = False) -> None:
     """Apply the roles to every host in INVENTORY and summarise per host."""
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
     if locked or restore:
@@ -146,11 +178,24 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
             sys.exit(0)
         click.confirm("Apply these changes?", abort=True)
 
-    result, log_path, refused = run_locked(inventory, pyinfra_data, hosts, verbose, as_json)
+    fast = verified_noop(hosts, "apply", pyinfra_data, enabled=yes and not (no_fast or verbose or restore))
+    rest = [h for h in hosts if h.name not in fast]
+    result, log_path, refused = RunResult(0), None, {}
+    summary, status = {}, {}
+    if rest:
+        with noop.recording(rest, "apply", pyinfra_data) as converged:
+            result, log_path, refused = run_locked(inventory, pyinfra_data, rest, verbose, as_json)
+            summary = result.summary([h.name for h in rest])
+            status = host_status(result, [h.name for h in rest], dry=False)
+            if not result.interrupted:
+                converged.update({n: s.unchanged for n, s in summary.items()
+                                  if n not in refused and status.get(n, ("",))[0] == CONVERGED and s.ok})
     if result.interrupted:
         report_interrupted(result, hosts, as_json)
-    summary = result.summary([h.name for h in hosts])
-    status = host_status(result, [h.name for h in hosts], dry=False)
+    for name, hit in fast.items():
+        summary[name] = HostSummary(unchanged=hit.report)
+        status[name] = (CONVERGED, [])
+    summary = {h.name: summary[h.name] for h in hosts}
     for name, reason in refused.items():
         summary[name] = HostSummary(failed=1, errors=[reason])
         status[name] = (FAILED, [reason])

@@ -22,10 +22,11 @@ from pyinfra.connectors.util import (
     make_unix_command_for_host,
 )
 
-from dlrig.engine import factbatch
+from dlrig.engine import factbatch, noopread
 from dlrig.engine.tcp import set_nodelay
 
 NAME = "dlrig-ssh"
+COLLECTING = noopread.start_collecting()  # dlrig asked what this run reads (the verified no-op)
 
 
 class DlrigSSHConnector(SSHConnector):
@@ -49,7 +50,13 @@ class DlrigSSHConnector(SSHConnector):
 
     def _fact_command(self, command, print_output: bool, print_input: bool, arguments: dict) -> str | None:
         """The exact command line a fact read sends, or None when it is not answered from a batch."""
-        if self.state is None or self.state.current_stage != StateStage.Prepare or print_output or print_input:
+        if self.state is None or self.state.current_stage != StateStage.Prepare:
+            return None
+        return self._plain_command(command, print_output, print_input, arguments)
+
+    def _plain_command(self, command, print_output: bool, print_input: bool, arguments: dict) -> str | None:
+        """The exact command line of a plain read (no stdin, pty, password, printing), or None."""
+        if self.state is None or print_output or print_input:
             return None
         if any(arguments.get(k) for k in self._NOT_BATCHED) or self.host.connector_data.get("prompted_sudo_password"):
             return None
@@ -78,23 +85,56 @@ class DlrigSSHConnector(SSHConnector):
         # Each read's own status is in its line: parsed even when a part of the batch (sudo) failed.
         self._answers = factbatch.parse_batch(output.stdout_lines, commands, marker)
 
+    @property
+    def _collector(self) -> noopread.Collector:
+        if not hasattr(self, "_noop"):
+            self._noop = noopread.Collector()
+        return self._noop
+
     def run_shell_command(self, command, print_output: bool = False, print_input: bool = False, **arguments):
         raw = self._fact_command(command, print_output, print_input, arguments)
         if raw is None:
-            return super().run_shell_command(command, print_output=print_output, print_input=print_input,
-                                             **arguments)
+            return self._run_after_prepare(command, print_output, print_input, arguments)
         if not hasattr(self, "_answers"):
             self._prefetch()
         self._seen.append(raw)
         if raw in self._answers:
+            self._collector.read(raw, self._answers[raw])
             return True, CommandOutput([OutputLine("stdout", line) for line in self._answers[raw]])
         ok, output = super().run_shell_command(command, print_output=print_output, print_input=print_input,
                                                **arguments)
         if ok:  # read again in this prepare: the same answer (no operation has run yet)
             self._answers[raw] = output.stdout_lines
+            self._collector.read(raw, output.stdout_lines)
+        else:
+            self._collector.spoil()
         return ok, output
+
+    def _run_after_prepare(self, command, print_output: bool, print_input: bool, arguments: dict):
+        """A command outside the batch. pyinfra 3 generates each operation's commands again while it
+        executes, reading its facts again: in a run where no operation ran a command on this host (the
+        only runs dlrig records for a verified no-op) every command here is such a read, noted like
+        the others; one that cannot be replayed (stdin, a pty, a password) or fails spoils the record."""
+        ok, output = super().run_shell_command(command, print_output=print_output, print_input=print_input,
+                                               **arguments)
+        raw = self._plain_command(command, print_output, print_input, arguments) if COLLECTING else None
+        if raw is None or not ok:
+            self._collector.spoil()
+        else:
+            self._collector.read(raw, output.stdout_lines)
+        return ok, output
+
+    def put_file(self, *args, **kwargs):
+        self._collector.spoil()
+        return super().put_file(*args, **kwargs)
+
+    def get_file(self, *args, **kwargs):
+        self._collector.spoil()
+        return super().get_file(*args, **kwargs)
 
     def disconnect(self) -> None:
         if getattr(self, "_seen", None):
             factbatch.save_record(self._record(), self._seen)
+        if COLLECTING:
+            self._collector.write(self.host.name)
         super().disconnect()

@@ -88,10 +88,11 @@ class LoginUser(FactBase):
 class SshConnection(FactBase):
     """This connection as sshd sees it, from ``$SSH_CONNECTION``: ``{"client": addr, "server": addr,
     "port": int}`` (``port``: the port sshd accepted it on), or None (not over SSH: @local, @chroot).
-    Read it with ``_sudo=False``: sudo drops the variable."""
+    Read it with ``_sudo=False``: sudo drops the variable. The client's port (new for every
+    connection) is left out: the fact reads the same on every run (dlrig.engine.noop replays it)."""
 
     def command(self) -> str:
-        return 'echo "SSHCONN ${SSH_CONNECTION:-}"'
+        return 'set -- ${SSH_CONNECTION:-}; echo "SSHCONN $1 - $3 $4"'
 
     def process(self, output):
         for line in output:
