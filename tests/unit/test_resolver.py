@@ -278,3 +278,46 @@ def test_a_driver_branch_below_the_cudas_ga_driver_is_refused_with_the_cudas_nee
     with pytest.raises(ResolveError, match=r"^driver 550 is too old: CUDA 12\.8 needs >= "
                                            + re.escape(CUDA_MIN_DRIVER["12.8"]) + r"; use driver_branch 570 or newer$"):
         resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", cuda="12.8", driver_branch=550)
+
+
+SOURCES = __import__("pathlib").Path(__file__).resolve().parents[2] / "tools" / "sources"
+
+
+def _wheel_arch_rows():
+    rows = []
+    for line in (SOURCES / "pytorch" / "wheel-cuda-arch-lists.tsv").read_text().splitlines():
+        if line and not line.startswith("#"):
+            repo, path, commit, cuda, arches, torch = line.split("\t")
+            rows.append((commit, cuda, tuple(map(int, arches.split())), torch.split() if torch != "-" else []))
+    return rows
+
+
+def test_torch_arches_are_the_recorded_wheel_build_lists():
+    """Each torch release a recorded wheel build script is matched to (tools/sources/pytorch/) gets
+    exactly that script's architecture list for each of its CUDA variants; the match itself holds
+    (every variant of the release is a case of the script)."""
+    from dlrig.gpu.resolver import torch_arches
+
+    rows = _wheel_arch_rows()
+    checked = 0
+    for commit, cuda, arches, releases in rows:
+        for t in releases:
+            cases = {f"cu{c.replace('.', '')}" for (k, c, _, _) in rows if k == commit}
+            assert set(TORCH[t][2]) <= cases, (t, commit)
+            variant = f"cu{cuda.replace('.', '')}"
+            if variant in TORCH[t][2]:
+                assert torch_arches(t, variant) == arches, (t, variant, commit)
+                checked += 1
+    assert checked >= 9  # 2.8 x 3 variants, 2.9 and 2.10 x 3
+
+
+def test_nvidia_source_offers_only_branches_nvidia_released():
+    """Every branch taken from NVIDIA's repository has a recorded NVIDIA release of that branch
+    (tools/sources/open-gpu-kernel-modules/<tag>.md, one file per branch's newest tag)."""
+    from dlrig.gpu.resolver import OSES, SOURCE_BRANCHES
+
+    released = {int(p.name.split(".")[0]) for p in (SOURCES / "open-gpu-kernel-modules").glob("*.md")}
+    assert set(SOURCE_BRANCHES["nvidia"]) == set(OSES)
+    for os, branches in SOURCE_BRANCHES["nvidia"].items():
+        assert [b for b in branches if b not in released] == [], os
+        assert list(branches) == sorted(set(branches)), os
