@@ -289,7 +289,8 @@ def private_sshd(tmp_path, request):
         f"HostKey {tmp_path / 'hostkey'}\nListenAddress 127.0.0.1\nPort {port}\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nStrictModes no\nUsePAM no\nPidFile {tmp_path / 'sshd.pid'}\n"
-        + ("ForceCommand sh -c 'echo \"$SSH_ORIGINAL_COMMAND\" >&2; exit 3'\n" if request.param == "forced" else ""))
+        + ("ForceCommand sh -c 'echo \"$SSH_ORIGINAL_COMMAND\" >&2; exit 3'\n" if request.param == "forced" else "")
+        + ("ForceCommand sh -c 'printf %0300d 0 >&2; exit 3'\n" if request.param == "loud" else ""))
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
                             stderr=subprocess.DEVNULL)
     for _ in range(50):
@@ -339,6 +340,33 @@ def test_failed_new_login_restores_and_reports_a_failed_restore_too(private_sshd
     with pytest.raises(DeployError, match=r"after the reload a new SSH login failed: `true` exited 3: true; "
                                           r"restoring the previous sshd config FAILED too: "):
         ssh._prove_or_restore(state, host, "echo restore", "root")
+
+
+@needs_sshd
+@pytest.mark.parametrize("restore, tail", [
+    ("echo restore", "sudo -H -n sh -c 'echo restore'"),  # the restore runs with sudo
+    ("echo one\necho two\necho three", "echo two echo three'"),  # only the last two stderr lines
+])
+def test_a_failed_restore_reports_the_tail_of_its_sudo_command(private_sshd, restore, tail):
+    """The forced sshd prints the command it was asked to run: the restore went through sudo, and the
+    report carries exactly the last two lines of its stderr."""
+    from pyinfra.api import DeployError
+    from pyinfra.api.connect import connect_all
+
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    connect_all(state)
+    with pytest.raises(DeployError) as e:
+        ssh._prove_or_restore(state, host, restore, "root")
+    assert str(e.value).endswith("restoring the previous sshd config FAILED too: " + tail)
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["loud"], indirect=True)
+def test_a_failed_new_login_reports_200_characters_of_stderr(private_sshd):
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "root") == "`true` exited 3: " + "0" * 200
 
 
 
