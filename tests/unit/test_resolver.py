@@ -321,3 +321,38 @@ def test_nvidia_source_offers_only_branches_nvidia_released():
     for os, branches in SOURCE_BRANCHES["nvidia"].items():
         assert [b for b in branches if b not in released] == [], os
         assert list(branches) == sorted(set(branches)), os
+
+
+def test_a_torch_without_a_build_for_the_card_names_it_and_the_first_torch_that_has_one():
+    """torch 2.6's builds (cu118, cu124, cu126) carry no sm_120; every torch from 2.7 (cu128) does."""
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 5090"], "ubuntu-24.04", torch="2.6")
+    assert str(e.value) == ("torch 2.6 has no build for sm_120 (GeForce RTX 5090): its builds are cu118, cu124, "
+                            "cu126; use torch >= 2.7")
+
+
+def test_cuda_12_2_on_a_turing_or_newer_card_gets_the_current_cudnn_9():
+    """cuDNN 9.10 (pinned) is only for Maxwell/Pascal/Volta; an sm_86 card on CUDA 12.2 takes cuDNN 9 unpinned."""
+    r = R(["RTX 3090"], "ubuntu-24.04", cuda="12.2")
+    assert (r.cudnn.version, r.cudnn.pin) == ("9", None)
+    assert (R(["GTX 1080"], "ubuntu-24.04", cuda="12.2").cudnn.version) == "9.10"
+
+
+def test_a_driver_above_a_toolkits_minimum_serves_it_at_ga_level():
+    """Driver 590 serves CUDA 13.0 (>= 580.65.06) at GA level but not 13.2 (>= 595.45.04): torch's
+    cu130 build, with no minor-version-compatibility note."""
+    r = R(["RTX 4090"], "ubuntu-24.04", driver_branch=590)
+    assert (r.driver.branch, r.driver.source, r.torch.variant) == (590, "nvidia", "cu130")
+    assert not any("minor-version compatibility" in n for n in r.notes)
+
+
+def test_a_pinned_branch_another_source_offers_is_pointed_at():
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 4090"], "ubuntu-24.04", driver_branch=590, driver_source="ubuntu")
+    assert str(e.value) == ("driver_source 'ubuntu' on ubuntu-24.04 offers branches 470, 535, 550, 570, 580, "
+                            "these cards and wishes need branch 590; use driver_source 'nvidia'")
+    # the pinned branch is the only one of NVIDIA's that serves the card (570 is the RTX 5090's first)
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 5090"], "debian-12", driver_branch=570, driver_source="debian")
+    assert str(e.value) == ("driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
+                            "branch 570; use driver_source 'nvidia'")
