@@ -356,3 +356,37 @@ def test_a_pinned_branch_another_source_offers_is_pointed_at():
         R(["RTX 5090"], "debian-12", driver_branch=570, driver_source="debian")
     assert str(e.value) == ("driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
                             "branch 570; use driver_source 'nvidia'")
+
+
+def test_python_alone_picks_the_newest_torch_for_it():
+    """Python 3.9 is in torch 2.5-2.8's range (lowest 3.9), not in 2.9+'s (3.10 up): torch 2.8."""
+    v = lambda x: tuple(map(int, x.split(".")))  # noqa: E731
+    newest_39 = max((t for t, (lo, hi, _) in TORCH.items() if v(lo) <= (3, 9) <= v(hi)), key=v)
+    assert R(["RTX 4090"], "ubuntu-24.04", python="3.9").torch.version == newest_39 == "2.8"
+
+
+def test_python_outside_a_pinned_torch_points_at_a_torch_that_has_it():
+    """Python 3.13 is above torch 2.0's range and no torch's lowest: the newest torch whose range holds it."""
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 4090"], "ubuntu-24.04", torch="2.0", python="3.13")
+    assert str(e.value) == "torch 2.0 supports Python 3.8-3.11, not 3.13; use Python 3.8-3.11 or torch 2.14"
+
+
+def test_cuda_13_refusal_names_only_the_cards_it_dropped():
+    with pytest.raises(ResolveError) as e:
+        R(["GTX 1080", "RTX 4090"], "ubuntu-24.04", cuda="13.0")
+    assert str(e.value) == "CUDA 13.0 has no sm_61 support (GeForce GTX 1080); use CUDA <= 12.9 for these cards"
+
+
+def test_a_maxwell_card_on_driver_535_gets_the_newest_cuda_12_toolkit_535_serves():
+    """CUDA 12 still builds sm_50 (CUDA_MIN_SM[12] == 50): 12.2 (>= 535.54.03), not 11.8."""
+    r = R(["GTX 750 Ti"], "ubuntu-24.04", driver_branch=535)
+    assert (r.cuda.version, r.cudnn.version, r.torch.variant) == ("12.2", "9.10", "cu126")
+
+
+def test_no_source_at_all_says_which_card_no_list_names():
+    """T4G is in no recorded open-modules list and DRIVE P2021 needs the open modules: nothing fits."""
+    with pytest.raises(ResolveError) as e:
+        R(["T4G", "DRIVE P2021"], "ubuntu-24.04")
+    assert str(e.value).endswith("that supports these cards (no recorded NVIDIA list names T4G (10de:1eb4) for the "
+                                 "open kernel modules); check driver_branch and cuda_version")
