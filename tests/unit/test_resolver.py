@@ -390,3 +390,19 @@ def test_no_source_at_all_says_which_card_no_list_names():
         R(["T4G", "DRIVE P2021"], "ubuntu-24.04")
     assert str(e.value).endswith("that supports these cards (no recorded NVIDIA list names T4G (10de:1eb4) for the "
                                  "open kernel modules); check driver_branch and cuda_version")
+
+
+def test_the_proprietary_note_names_only_the_cards_the_open_lists_lack_at_that_branch():
+    """H200 NVL is in the open list from 565 (its first), T4G in none: at 565 only T4G forces proprietary."""
+    r = R(["H200 NVL", "T4G"], "ubuntu-24.04", driver_branch=565, driver_source="nvidia")
+    assert (r.driver.branch, r.driver.flavor) == (565, "proprietary")
+    assert ("proprietary kernel modules: NVIDIA's open-gpu-kernel-modules lists T4G only from a later branch "
+            "or not at all") in r.notes
+
+
+def test_a_pinned_last_branch_points_at_the_source_that_offers_it():
+    """580 is the GTX 1080's last branch and Debian 12 offers only 535: NVIDIA's repository has 580."""
+    with pytest.raises(ResolveError) as e:
+        R(["GTX 1080"], "debian-12", driver_branch=580, driver_source="debian")
+    assert str(e.value) == ("driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
+                            "branch 580; use driver_source 'nvidia'")
