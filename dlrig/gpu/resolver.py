@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from dlrig.gpu.table import GpuInfo, distro_cuda, distro_drivers, recorded_branches
+from dlrig.gpu.table import GpuInfo, distro_cuda, distro_drivers, recorded_branches, table
 
 # --- tables -------------------------------------------------------------------------------------
 
@@ -45,7 +45,9 @@ CUDA_MIN_SM: dict[int, int] = {11: 35, 12: 50, 13: 75}
 # open_floor, proprietary_branches, open_branches: tools/gpu_table.py); ARCH_MIN_BRANCH is only the
 # fallback for an id no recorded list names (placed by its pci.ids chip).
 ARCH_MAX_BRANCH: dict[str, int] = {"kepler": 470, "maxwell": 580, "pascal": 580, "volta": 580}
-ARCH_MIN_BRANCH: dict[str, int] = {"ada": 525, "hopper": 525, "blackwell": 570}
+# The first branch a recorded NVIDIA list names any card of the architecture (gpus.json, from tools/sources/).
+ARCH_MIN_BRANCH: dict[str, int] = {a: min(g.driver_floor for g in table().values() if g.arch == a and g.driver_floor)
+                                   for a in ("ada", "hopper", "blackwell")}
 # Open kernel modules need Turing or newer (GSP); the default flavour from branch 560; Blackwell
 # requires them. Maxwell/Pascal/Volta need the proprietary flavour.
 OPEN_DEFAULT_FROM = 560
@@ -174,10 +176,9 @@ def supports(g: GpuInfo, branch: int, flavor: str) -> bool:
 
 
 def _support_why(g: GpuInfo, branch: int, flavor: str) -> str:
-    """Why `branch` does not support the card, and which branches do: one clause."""
+    """Why `branch` does not support the card, and which branches do: one clause. Every caller has
+    already bounded `branch` by the cards' ceilings, so the reason is always the floor."""
     label = f"{g.name} ({g.pci_id})"
-    if branch > ceiling(g):
-        return f"{label} is supported only up to branch {ceiling(g)}"
     fl = floor(g, flavor)
     kind = "open kernel modules" if flavor == "open" else "driver"
     if fl >= 10_000:
@@ -556,10 +557,8 @@ def _cudnn(cuda: Cuda, min_sm: int, os: str) -> Cudnn:
         return Cudnn("distro", ("nvidia-cudnn",), None)
     if major == 13:
         return Cudnn("9", nvidia_cudnn(9, cuda.version), None)
-    if major == 12 and _v(cuda.version) >= (12, 3) or major == 12 and min_sm >= 75:
-        if min_sm < 75:  # 9.10 is the last cuDNN with Maxwell/Pascal/Volta
+    if major == 12:
+        if min_sm < 75:  # 9.10 is the last cuDNN with Maxwell/Pascal/Volta (any CUDA 12.x)
             return Cudnn("9.10", nvidia_cudnn(9, cuda.version), "9.10.*")
         return Cudnn("9", nvidia_cudnn(9, cuda.version), None)
-    if major == 12:  # 12.0-12.2 with older cards: 9.10 still covers them
-        return Cudnn("9.10", nvidia_cudnn(9, cuda.version), "9.10.*")
     return Cudnn("8.9", nvidia_cudnn(8, cuda.version), nvidia_cudnn8_pin("8.9.*", "11.8"))
