@@ -5,6 +5,7 @@
     python3 tools/mutation.py --list
     python3 tools/mutation.py --relabel      # after editing justified.tsv: labels only, no run
     python3 tools/mutation.py --sample 0.5 resolver   # a new session runs a seeded half of the mutants
+                                                      # (seeded per mutant: same code + F = same mutants)
     python3 tools/mutation.py --retest resolver       # survivors of the stored session again (after new tests)
 
 Tool: cosmic-ray (PyPI; installed by `pip install -e '.[mutation]'`). Chosen over mutmut because it
