@@ -7,6 +7,8 @@
     python3 tools/mutation.py --sample 0.5 resolver   # a new session runs a seeded half of the mutants
                                                       # (seeded per mutant: same code + F = same mutants)
     python3 tools/mutation.py --retest resolver       # survivors of the stored session again (after new tests)
+    python3 tools/mutation.py --deadline 15 ssh_guards # stop each target after 15 minutes (resumable)
+    python3 tools/mutation.py --report resolver       # rewrite survivors.md from the stored session, no run
 
 Tool: cosmic-ray (PyPI; installed by `pip install -e '.[mutation]'`). Chosen over mutmut because it
 mutates the files in place and runs any test command, which fits this repo's layout (roles/ and
@@ -165,13 +167,32 @@ def retest(db: Path) -> int:
         return con.execute("DELETE FROM work_results WHERE upper(test_outcome) = 'SURVIVED'").rowcount
 
 
-def run_target(name: str, fraction: float | None = None, again: bool = False) -> dict:
+def exec_until(cfg: Path, db: Path, minutes: float | None) -> None:
+    """cosmic-ray exec, stopped with SIGINT (it restores the file it mutated) after `minutes`: the
+    mutants not reached stay pending, reported as not run; the session resumes on the next call."""
+    import signal
+
+    proc = subprocess.Popen([cr("cosmic-ray"), "exec", str(cfg), str(db)], cwd=ROOT, text=True)
+    try:
+        proc.wait(timeout=None if minutes is None else minutes * 60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        print(f"stopped at the {minutes}-minute deadline", file=sys.stderr)
+    except BaseException:
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        raise
+
+
+def run_target(name: str, fraction: float | None = None, again: bool = False, minutes: float | None = None,
+               report_only: bool = False) -> dict:
     module, tests, functions = TARGETS[name]
     if run("git", "diff", "--quiet", "--", module).returncode != 0:
         sys.exit(f"{module} has uncommitted changes: commit them first (mutants are undone with git checkout)")
     WORK.mkdir(exist_ok=True)
     # the tests must pass unmutated, or every mutant would count as killed
-    if run("sh", "-c", f"{PYTEST} {tests}", capture_output=True).returncode != 0:
+    if not report_only and run("sh", "-c", f"{PYTEST} {tests}", capture_output=True).returncode != 0:
         sys.exit(f"{name}: `{PYTEST} {tests}` fails without any mutation: fix the tests first")
     cfg, db = config(name, module, tests, functions), WORK / f"{name}.sqlite"
     try:
@@ -185,15 +206,19 @@ def run_target(name: str, fraction: float | None = None, again: bool = False) ->
                 sample(db, fraction)
         elif again:
             print(f"{name}: {retest(db)} survivor(s) run again")
-        run(cr("cosmic-ray"), "exec", str(cfg), str(db), check=True)
+        if not report_only:
+            exec_until(cfg, db, minutes)
     finally:
         run("git", "checkout", "--", module)
     dump = run(cr("cosmic-ray"), "dump", str(db), capture_output=True, check=True).stdout
-    total = killed = unsampled = annotated = 0
+    total = killed = unsampled = annotated = pending = 0
     survivors = []
     for line in dump.splitlines():
         item, result = json.loads(line)
-        if result is None or item.get("mutations") is None:
+        if item.get("mutations") is None:
+            continue
+        if result is None:  # not reached before a deadline or an interruption
+            pending += 1
             continue
         if result.get("worker_outcome") == "skipped" or result.get("test_outcome") is None:
             unsampled += result.get("output") == NOT_SAMPLED
@@ -207,7 +232,7 @@ def run_target(name: str, fraction: float | None = None, again: bool = False) ->
         else:
             killed += 1
     return {"name": name, "module": module + (f" ({', '.join(functions)})" if functions else ""), "tests": tests, "total": total, "killed": killed,
-            "unsampled": unsampled, "annotations": annotated, "survivors": survivors}
+            "unsampled": unsampled, "annotations": annotated, "pending": pending, "survivors": survivors}
 
 
 def write(results: list[dict]) -> None:
@@ -218,6 +243,7 @@ def write(results: list[dict]) -> None:
         lines += [f"## {r['name']}: {r['module']}", f"tests: `{r['tests']}`",
                   f"score: {r['killed']}/{r['total']} killed = {score:.1f}%"
                   + (f" (a random sample: {r['unsampled']} more mutants not run)" if r.get("unsampled") else "")
+                  + (f"; {r['pending']} mutants of the sample not reached before the deadline" if r.get("pending") else "")
                   + (f"; {r['annotations']} mutants inside type annotations left out (never evaluated)"
                      if r.get("annotations") else ""), ""]
         for s in r["survivors"]:
@@ -254,6 +280,15 @@ def main(argv: list[str]) -> int:
             print("--sample: give a fraction of the mutants to run, e.g. --sample 0.5", file=sys.stderr)
             return 2
         argv = argv[:i] + argv[i + 2:]
+    minutes = None
+    if "--deadline" in argv:
+        i = argv.index("--deadline")
+        try:
+            minutes = float(argv[i + 1])
+        except (IndexError, ValueError):
+            print("--deadline: give minutes per target, e.g. --deadline 15", file=sys.stderr)
+            return 2
+        argv = argv[:i] + argv[i + 2:]
     names = [a for a in argv if not a.startswith("-")] or list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
@@ -261,7 +296,7 @@ def main(argv: list[str]) -> int:
         return 2
     results = []
     for n in names:
-        results.append(run_target(n, fraction, "--retest" in argv))
+        results.append(run_target(n, fraction, "--retest" in argv, minutes, "--report" in argv))
         write(results[-1:])  # after each target: an interrupted run keeps what it measured
     for r in results:
         print(f"{r['name']}: {r['killed']}/{r['total']} killed, {len(r['survivors'])} survived")
