@@ -273,8 +273,9 @@ def _torch_version(torch: str | None, python: str | None) -> str:
             return DEFAULT_TORCH
         fitting = [t for t, (lo, hi, _) in TORCH.items() if _v(lo) <= _v(python) <= _v(hi)]
         if not fitting:
+            lo, hi, _ = TORCH[DEFAULT_TORCH]
             raise ResolveError(f"no torch release in dlrig's table supports Python {python}; "
-                               f"use Python 3.10-3.13 (torch {DEFAULT_TORCH})")
+                               f"use Python {lo}-{hi} (torch {DEFAULT_TORCH})")
         return max(fitting, key=_v)
     t = ".".join(str(torch).split(".")[:2])
     if t not in TORCH:

@@ -406,3 +406,12 @@ def test_a_pinned_last_branch_points_at_the_source_that_offers_it():
         R(["GTX 1080"], "debian-12", driver_branch=580, driver_source="debian")
     assert str(e.value) == ("driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
                             "branch 580; use driver_source 'nvidia'")
+
+
+def test_a_python_no_torch_supports_is_refused_with_the_default_torchs_range():
+    """Python 3.16 is above every torch's range (the ranges have an upper end, not only a lower one)."""
+    lo, hi, _ = TORCH["2.14"]
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 4090"], "ubuntu-24.04", python="3.16")
+    assert str(e.value) == f"no torch release in dlrig's table supports Python 3.16; use Python {lo}-{hi} (torch 2.14)"
+    assert (lo, hi) == ("3.10", "3.15")
