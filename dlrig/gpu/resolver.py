@@ -403,7 +403,7 @@ def resolve(
                 and all(supports(g, b, flavor_for(gpus, b)) for g in gpus)]
         if not fits:
             if driver_source:
-                want = f"branch {lo}" if lo == hi else f"a branch in {lo}-{hi if hi < 10_000 else 'newest'}"
+                want = _branches(lo, hi)
                 bad = [(g, b) for b in offered for g in gpus
                        if lo <= b <= hi and not supports(g, b, flavor_for(gpus, b))]
                 if bad:
@@ -441,7 +441,7 @@ def resolve(
         offered = sorted({b for src in SOURCES for b in SOURCE_BRANCHES[src].get(os, ()) if lo <= b <= hi})
         why = next((_support_why(g, b, flavor_for(gpus, b)) for b in offered for g in gpus
                     if not supports(g, b, flavor_for(gpus, b))), "")
-        raise ResolveError(f"no driver source on {os} offers a branch in {lo}-{hi} that supports these cards"
+        raise ResolveError(f"no driver source on {os} offers {_branches(lo, hi)} that supports these cards"
                            f"{' (' + why + ')' if why else ''}; check driver_branch and cuda_version")
     for g in gpus:
         if not g.in_table:
@@ -544,6 +544,15 @@ def _torch_for(gpus: Sequence[GpuInfo]) -> str:
     if not ok:
         return "(none in dlrig's table)"
     return f">= {min(ok, key=_v)}" if max(ok, key=_v) == DEFAULT_TORCH else f"<= {max(ok, key=_v)}"
+
+
+def _branches(lo: int, hi: int) -> str:
+    """The branches the cards and wishes allow, in words (0 and 10_000 are the open ends)."""
+    if lo == hi:
+        return f"branch {lo}"
+    if hi >= 10_000:
+        return f"a branch >= {lo}" if lo else "a branch"
+    return f"a branch in {lo}-{hi}"
 
 
 def _max_cuda_for(branch: int) -> str:

@@ -388,8 +388,9 @@ def test_no_source_at_all_says_which_card_no_list_names():
     """T4G is in no recorded open-modules list and DRIVE P2021 needs the open modules: nothing fits."""
     with pytest.raises(ResolveError) as e:
         R(["T4G", "DRIVE P2021"], "ubuntu-24.04")
-    assert str(e.value).endswith("that supports these cards (no recorded NVIDIA list names T4G (10de:1eb4) for the "
-                                 "open kernel modules); check driver_branch and cuda_version")
+    assert str(e.value) == ("no driver source on ubuntu-24.04 offers a branch that supports these cards (no recorded "
+                            "NVIDIA list names T4G (10de:1eb4) for the open kernel modules); check driver_branch and "
+                            "cuda_version")
 
 
 def test_the_proprietary_note_names_only_the_cards_the_open_lists_lack_at_that_branch():
@@ -415,3 +416,17 @@ def test_a_python_no_torch_supports_is_refused_with_the_default_torchs_range():
         R(["RTX 4090"], "ubuntu-24.04", python="3.16")
     assert str(e.value) == f"no torch release in dlrig's table supports Python 3.16; use Python {lo}-{hi} (torch 2.14)"
     assert (lo, hi) == ("3.10", "3.15")
+
+
+@pytest.mark.parametrize("gpus, wishes, want", [
+    (["RTX 5090"], {}, "a branch that supports the cards (NVIDIA's open kernel modules lists GeForce RTX 5090 "
+                       "(10de:2b85) from branch 570 on)"),   # no bound at either end
+    (["GTX 1080"], {"cuda": "12.8"}, "a branch in 570-580"),  # CUDA 12.8's minimum, Pascal's last
+    (["RTX 4090"], {"cuda": "12.8"}, "a branch >= 570"),  # CUDA 12.8's minimum, no last branch
+    (["GTX 1080"], {"driver_branch": 580}, "branch 580"),
+])
+def test_the_source_refusal_says_which_branches_would_do(gpus, wishes, want):
+    with pytest.raises(ResolveError) as e:
+        R(gpus, "debian-12", driver_source="debian", **wishes)
+    assert str(e.value) == (f"driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
+                            f"{want}; use driver_source 'nvidia'")
