@@ -329,12 +329,17 @@ def test_a_torch_without_a_build_for_the_card_names_it_and_the_first_torch_that_
         R(["RTX 5090"], "ubuntu-24.04", torch="2.6")
     assert str(e.value) == ("torch 2.6 has no build for sm_120 (GeForce RTX 5090): its builds are cu118, cu124, "
                             "cu126; use torch >= 2.7")
+    with pytest.raises(ResolveError) as e:  # the RTX 3090 (sm_86, in cu126's sm_80 family) is not named
+        R(["RTX 5090", "RTX 3090"], "ubuntu-24.04", torch="2.6")
+    assert str(e.value).startswith("torch 2.6 has no build for sm_120 (GeForce RTX 5090): ")
 
 
 def test_cuda_12_2_on_a_turing_or_newer_card_gets_the_current_cudnn_9():
     """cuDNN 9.10 (pinned) is only for Maxwell/Pascal/Volta; an sm_86 card on CUDA 12.2 takes cuDNN 9 unpinned."""
     r = R(["RTX 3090"], "ubuntu-24.04", cuda="12.2")
     assert (r.cudnn.version, r.cudnn.pin) == ("9", None)
+    # names as tools/sources/nvidia-repo/packages.tsv records them (libcudnn9-cuda-{cuda_major}, ...-dev-...)
+    assert r.cudnn.packages == ("libcudnn9-cuda-12", "libcudnn9-dev-cuda-12")
     assert (R(["GTX 1080"], "ubuntu-24.04", cuda="12.2").cudnn.version) == "9.10"
 
 
@@ -430,3 +435,17 @@ def test_the_source_refusal_says_which_branches_would_do(gpus, wishes, want):
         R(gpus, "debian-12", driver_source="debian", **wishes)
     assert str(e.value) == (f"driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
                             f"{want}; use driver_source 'nvidia'")
+
+
+def test_an_off_table_ada_card_has_the_first_branch_a_recorded_list_names_ada_in():
+    """An Ada id no recorded list names falls back to the first recorded proprietary README that
+    lists an Ada card (the RTX 4090): driver 470 is refused with that branch."""
+    from dlrig.gpu.table import parse_lspci
+
+    first = min(int(p.name.split(".")[0]) for p in (SOURCES / "nvidia-readme").glob("*.txt")
+                if "GeForce RTX 4090" in p.read_text())
+    (g,) = parse_lspci(["01:00.0 VGA compatible controller [0300]: NVIDIA Corporation AD102 [GeForce RTX 4090 X] [10de:26ff]"])
+    assert not g.in_table and g.arch == "ada"
+    with pytest.raises(ResolveError) as e:
+        resolve([g], "ubuntu-24.04", driver_branch=470)
+    assert str(e.value).endswith(f"from branch {first} on; use driver_branch {first} or newer")
