@@ -287,14 +287,15 @@ def _wheel_arch_rows():
     rows = []
     for line in (SOURCES / "pytorch" / "wheel-cuda-arch-lists.tsv").read_text().splitlines():
         if line and not line.startswith("#"):
-            repo, path, commit, cuda, arches, torch = line.split("\t")
-            rows.append((commit, cuda, tuple(map(int, arches.split())), torch.split() if torch != "-" else []))
+            kind, repo, where, commit, cuda, arches, torch = line.split("\t")
+            rows.append((commit if kind == "script" else None, cuda, tuple(map(int, arches.split())),
+                         torch.split() if torch != "-" else []))
     return rows
 
 
 def test_torch_arches_are_the_recorded_wheel_build_lists():
-    """Each torch release a recorded wheel build script is matched to (tools/sources/pytorch/) gets
-    exactly that script's architecture list for each of its CUDA variants; the match itself holds
+    """Each torch release a recorded wheel build script or released wheel is for (tools/sources/pytorch/)
+    gets exactly that recorded architecture list for the variant; a script's match to a release holds
     (every variant of the release is a case of the script)."""
     from dlrig.gpu.resolver import torch_arches
 
@@ -302,13 +303,14 @@ def test_torch_arches_are_the_recorded_wheel_build_lists():
     checked = 0
     for commit, cuda, arches, releases in rows:
         for t in releases:
-            cases = {f"cu{c.replace('.', '')}" for (k, c, _, _) in rows if k == commit}
-            assert set(TORCH[t][2]) <= cases, (t, commit)
+            if commit:  # a build script at a commit: it builds every variant of the releases matched to it
+                cases = {f"cu{c.replace('.', '')}" for (k, c, _, _) in rows if k == commit}
+                assert set(TORCH[t][2]) <= cases, (t, commit)
             variant = f"cu{cuda.replace('.', '')}"
             if variant in TORCH[t][2]:
                 assert torch_arches(t, variant) == arches, (t, variant, commit)
                 checked += 1
-    assert checked >= 9  # 2.8 x 3 variants, 2.9 and 2.10 x 3
+    assert checked >= 13  # 2.8, 2.9, 2.10 x 3 variants from scripts; 2.10 and 2.11 from released wheels
 
 
 def test_nvidia_source_offers_only_branches_nvidia_released():
