@@ -342,6 +342,9 @@ def test_cuda_12_2_on_a_turing_or_newer_card_gets_the_current_cudnn_9():
     assert (r.cudnn.version, r.cudnn.pin) == ("9", None)
     # names as tools/sources/nvidia-repo/packages.tsv records them (libcudnn9-cuda-{cuda_major}, ...-dev-...)
     assert r.cudnn.packages == ("libcudnn9-cuda-12", "libcudnn9-dev-cuda-12")
+    r13 = R(["RTX 3090"], "ubuntu-24.04")  # CUDA 13.0: the packages.tsv examples themselves
+    assert (r13.cuda.version, r13.cudnn.version, r13.cudnn.packages) == ("13.0", "9", ("libcudnn9-cuda-13",
+                                                                                       "libcudnn9-dev-cuda-13"))
     assert (R(["GTX 1080"], "ubuntu-24.04", cuda="12.2").cudnn.version) == "9.10"
 
 
