@@ -206,3 +206,8 @@ def test_sources_compared_by_value_not_identity():
         res = replace(res, driver=replace(res.driver, source=fresh(source), flavor=fresh(flavor)))
         assert packages.driver(res)[0] == first
     assert packages.cuda("11.8", fresh("distro")) == ["nvidia-cuda-toolkit"]
+
+
+def test_the_toolkit_package_takes_major_and_minor_of_a_full_version():
+    """A patch level ("12.8.1", as nvcc reports it) names the same cuda-toolkit-12-8 as "12.8"."""
+    assert packages.cuda("12.8.1", "nvidia") == packages.cuda("12.8", "nvidia") == ["cuda-toolkit-12-8"]
