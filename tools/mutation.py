@@ -249,7 +249,10 @@ def write(results: list[dict]) -> None:
         for s in r["survivors"]:
             lines += [f"- `{s['key']}`: {why.get(s['key'], 'NOT JUSTIFIED')}", "", "```diff", s["diff"], "```", ""]
     previous = OUT.read_text() if OUT.exists() else ""
-    kept = [b for b in previous.split("\n## ")[1:] if b.split(":")[0] not in {r["name"] for r in results}]
+    blocks = previous.split("\n## ")
+    if previous:  # the hand-written intro above the first target stays
+        lines = blocks[0].rstrip("\n").splitlines() + [""] + lines[2:]
+    kept = [b for b in blocks[1:] if b.split(":")[0] not in {r["name"] for r in results}]
     OUT.write_text("\n".join(lines) + "".join("\n## " + b for b in kept))
 
 
