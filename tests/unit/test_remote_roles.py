@@ -376,3 +376,27 @@ def test_new_login_that_works_returns_none(private_sshd):
     port, key = private_sshd
     state, host = _pyinfra_host(port, key)
     assert ssh.new_login_sudo(state, host, "root") is None
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["plain"], indirect=True)
+def test_a_new_login_is_tried_ten_times_a_second_apart(private_sshd, monkeypatch):
+    """While sshd re-executes, the proof retries: 10 attempts, 1 s apart, then the last error. FAKE: an
+    SSH client whose connect is always refused (an sshd that never comes back), and a sleep that only counts."""
+    import time
+
+    from pyinfra.connectors import sshuserclient
+
+    attempts, sleeps = [], []
+
+    class Refused(sshuserclient.SSHClient):
+        def connect(self, *a, **kw):
+            attempts.append(1)
+            raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(sshuserclient, "SSHClient", Refused)
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "root") == "no new SSH login (ConnectionRefusedError: refused)"
+    assert (len(attempts), sleeps) == (10, [1] * 10)
