@@ -400,3 +400,30 @@ def test_a_new_login_is_tried_ten_times_a_second_apart(private_sshd, monkeypatch
     state, host = _pyinfra_host(port, key)
     assert ssh.new_login_sudo(state, host, "root") == "no new SSH login (ConnectionRefusedError: refused)"
     assert (len(attempts), sleeps) == (10, [1] * 10)
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["plain"], indirect=True)
+def test_the_sudo_proof_command_has_a_30_second_limit(private_sshd, monkeypatch):
+    """A `sudo` that hangs (a password prompt nobody answers) must not hang the deploy: the command runs
+    with a 30 s timeout. FAKE: an SSH client that records how it was asked to run the command."""
+    from types import SimpleNamespace
+
+    from pyinfra.connectors import sshuserclient
+
+    asked = []
+
+    class Recording(sshuserclient.SSHClient):
+        def connect(self, *a, **kw):
+            pass
+
+        def exec_command(self, cmd, timeout=None):
+            asked.append((cmd, timeout))
+            done = SimpleNamespace(channel=SimpleNamespace(recv_exit_status=lambda: 0))
+            return None, done, None
+
+    monkeypatch.setattr(sshuserclient, "SSHClient", Recording)
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "me") is None
+    assert asked == [("sudo -n true", 30)]
