@@ -45,7 +45,6 @@ def text() -> str:
 
 
 if __name__ == "__main__":
-    if "--check" in sys.argv:
-        sys.exit(0 if OUT.read_text() == text() else 1)
-    OUT.write_text(text())
-    print(OUT)
+    from generated import write_or_check
+
+    sys.exit(write_or_check(OUT, text(), "--check" in sys.argv, "gen_nvidia_packages.py"))

@@ -272,14 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with the shipped file instead of writing it")
     ap.add_argument("--output", type=Path, default=OUTPUT)
     args = ap.parse_args(argv)
-    text = render(build())
-    if args.check:
-        same = args.output.exists() and args.output.read_text() == text
-        print("gpus.json is up to date" if same else f"{args.output} differs from tools/gpu_table.py's output: run it")
-        return 0 if same else 1
-    args.output.write_text(text)
-    print(f"wrote {args.output} ({json.loads(text)['counts']['cards']} cards)")
-    return 0
+    from generated import write_or_check
+
+    return write_or_check(args.output, render(build()), args.check, "gpu_table.py")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
     python3 tools/mutation.py --list
     python3 tools/mutation.py --relabel      # after editing justified.tsv: labels only, no run
     python3 tools/mutation.py --sample 0.5 resolver   # a new session runs a seeded half of the mutants
+                                                      # (seeded per mutant: same code + F = same mutants)
     python3 tools/mutation.py --retest resolver       # survivors of the stored session again (after new tests)
+    python3 tools/mutation.py --deadline 15 ssh_guards # stop each target after 15 minutes (resumable)
+    python3 tools/mutation.py --report resolver       # rewrite survivors.md from the stored session, no run
 
 Tool: cosmic-ray (PyPI; installed by `pip install -e '.[mutation]'`). Chosen over mutmut because it
 mutates the files in place and runs any test command, which fits this repo's layout (roles/ and
@@ -103,6 +106,41 @@ def justified() -> dict[str, str]:
 
 
 NOT_SAMPLED = "not sampled"
+ANNOTATION = "in a type annotation"
+
+
+def annotation_spans(module: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of the type annotations of a module that has `from __future__ import
+    annotations`: there they are strings never evaluated, so a mutant inside one changes no behaviour."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text())
+    if not any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and any(a.name == "annotations" for a in n.names)
+               for n in tree.body):
+        return []
+    nodes = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.arg) and n.annotation is not None:
+            nodes.append(n.annotation)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.returns is not None:
+            nodes.append(n.returns)
+        elif isinstance(n, ast.AnnAssign):
+            nodes.append(n.annotation)
+    return [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in nodes]
+
+
+def skip_annotations(db: Path, module: str) -> int:
+    """Mark the mutants inside type annotations as skipped (ANNOTATION): left out of the score."""
+    import sqlite3
+
+    spans = annotation_spans(module)
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT job_id, start_pos_row, start_pos_col FROM mutation_specs WHERE job_id NOT IN "
+                           "(SELECT job_id FROM work_results)").fetchall()
+        inside = [j for j, r, c in rows if any(a <= (r, c) < b for a, b in spans)]
+        con.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
+                        "VALUES ('SKIPPED', ?, NULL, NULL, ?)", [(ANNOTATION, j) for j in inside])
+    return len(inside)
 
 
 def sample(db: Path, fraction: float) -> None:
@@ -112,9 +150,11 @@ def sample(db: Path, fraction: float) -> None:
     import sqlite3
 
     with sqlite3.connect(db) as con:
-        jobs = sorted(j for (j,) in con.execute("SELECT job_id FROM work_items WHERE job_id NOT IN "
-                                                "(SELECT job_id FROM work_results)"))
-        left = [j for j in jobs if random.Random(f"dlrig:{j}").random() >= fraction]
+        # seeded by the mutant itself (file:line:operator:occurrence), not by cosmic-ray's random job id:
+        # the same code and fraction pick the same mutants in every new session
+        jobs = con.execute("SELECT job_id, module_path, start_pos_row, operator_name, occurrence FROM mutation_specs "
+                           "WHERE job_id NOT IN (SELECT job_id FROM work_results)").fetchall()
+        left = [j for j, *key in jobs if random.Random("dlrig:" + ":".join(map(str, key))).random() >= fraction]
         con.executemany("INSERT INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
                         "VALUES ('SKIPPED', ?, NULL, NULL, ?)", [(NOT_SAMPLED, j) for j in left])
 
@@ -127,13 +167,32 @@ def retest(db: Path) -> int:
         return con.execute("DELETE FROM work_results WHERE upper(test_outcome) = 'SURVIVED'").rowcount
 
 
-def run_target(name: str, fraction: float | None = None, again: bool = False) -> dict:
+def exec_until(cfg: Path, db: Path, minutes: float | None) -> None:
+    """cosmic-ray exec, stopped with SIGINT (it restores the file it mutated) after `minutes`: the
+    mutants not reached stay pending, reported as not run; the session resumes on the next call."""
+    import signal
+
+    proc = subprocess.Popen([cr("cosmic-ray"), "exec", str(cfg), str(db)], cwd=ROOT, text=True)
+    try:
+        proc.wait(timeout=None if minutes is None else minutes * 60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        print(f"stopped at the {minutes}-minute deadline", file=sys.stderr)
+    except BaseException:
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        raise
+
+
+def run_target(name: str, fraction: float | None = None, again: bool = False, minutes: float | None = None,
+               report_only: bool = False) -> dict:
     module, tests, functions = TARGETS[name]
     if run("git", "diff", "--quiet", "--", module).returncode != 0:
         sys.exit(f"{module} has uncommitted changes: commit them first (mutants are undone with git checkout)")
     WORK.mkdir(exist_ok=True)
     # the tests must pass unmutated, or every mutant would count as killed
-    if run("sh", "-c", f"{PYTEST} {tests}", capture_output=True).returncode != 0:
+    if not report_only and run("sh", "-c", f"{PYTEST} {tests}", capture_output=True).returncode != 0:
         sys.exit(f"{name}: `{PYTEST} {tests}` fails without any mutation: fix the tests first")
     cfg, db = config(name, module, tests, functions), WORK / f"{name}.sqlite"
     try:
@@ -142,22 +201,28 @@ def run_target(name: str, fraction: float | None = None, again: bool = False) ->
             run(cr("cr-filter-operators"), str(db), str(cfg), check=True)
             if functions:
                 run(cr("cr-filter-lines"), "--config", str(cfg), str(db), check=True)
+            skip_annotations(db, module)
             if fraction is not None:
                 sample(db, fraction)
         elif again:
             print(f"{name}: {retest(db)} survivor(s) run again")
-        run(cr("cosmic-ray"), "exec", str(cfg), str(db), check=True)
+        if not report_only:
+            exec_until(cfg, db, minutes)
     finally:
         run("git", "checkout", "--", module)
     dump = run(cr("cosmic-ray"), "dump", str(db), capture_output=True, check=True).stdout
-    total = killed = unsampled = 0
+    total = killed = unsampled = annotated = pending = 0
     survivors = []
     for line in dump.splitlines():
         item, result = json.loads(line)
-        if result is None or item.get("mutations") is None:
+        if item.get("mutations") is None:
+            continue
+        if result is None:  # not reached before a deadline or an interruption
+            pending += 1
             continue
         if result.get("worker_outcome") == "skipped" or result.get("test_outcome") is None:
             unsampled += result.get("output") == NOT_SAMPLED
+            annotated += result.get("output") == ANNOTATION
             continue
         total += 1
         if result["test_outcome"] == "survived":
@@ -167,7 +232,7 @@ def run_target(name: str, fraction: float | None = None, again: bool = False) ->
         else:
             killed += 1
     return {"name": name, "module": module + (f" ({', '.join(functions)})" if functions else ""), "tests": tests, "total": total, "killed": killed,
-            "unsampled": unsampled, "survivors": survivors}
+            "unsampled": unsampled, "annotations": annotated, "pending": pending, "survivors": survivors}
 
 
 def write(results: list[dict]) -> None:
@@ -177,11 +242,17 @@ def write(results: list[dict]) -> None:
         score = 100.0 * r["killed"] / r["total"] if r["total"] else 0.0
         lines += [f"## {r['name']}: {r['module']}", f"tests: `{r['tests']}`",
                   f"score: {r['killed']}/{r['total']} killed = {score:.1f}%"
-                  + (f" (a random sample: {r['unsampled']} more mutants not run)" if r.get("unsampled") else ""), ""]
+                  + (f" (a random sample: {r['unsampled']} more mutants not run)" if r.get("unsampled") else "")
+                  + (f"; {r['pending']} mutants of the sample not reached before the deadline" if r.get("pending") else "")
+                  + (f"; {r['annotations']} mutants inside type annotations left out (never evaluated)"
+                     if r.get("annotations") else ""), ""]
         for s in r["survivors"]:
             lines += [f"- `{s['key']}`: {why.get(s['key'], 'NOT JUSTIFIED')}", "", "```diff", s["diff"], "```", ""]
     previous = OUT.read_text() if OUT.exists() else ""
-    kept = [b for b in previous.split("\n## ")[1:] if b.split(":")[0] not in {r["name"] for r in results}]
+    blocks = previous.split("\n## ")
+    if previous:  # the hand-written intro above the first target stays
+        lines = blocks[0].rstrip("\n").splitlines() + [""] + lines[2:]
+    kept = [b for b in blocks[1:] if b.split(":")[0] not in {r["name"] for r in results}]
     OUT.write_text("\n".join(lines) + "".join("\n## " + b for b in kept))
 
 
@@ -212,6 +283,15 @@ def main(argv: list[str]) -> int:
             print("--sample: give a fraction of the mutants to run, e.g. --sample 0.5", file=sys.stderr)
             return 2
         argv = argv[:i] + argv[i + 2:]
+    minutes = None
+    if "--deadline" in argv:
+        i = argv.index("--deadline")
+        try:
+            minutes = float(argv[i + 1])
+        except (IndexError, ValueError):
+            print("--deadline: give minutes per target, e.g. --deadline 15", file=sys.stderr)
+            return 2
+        argv = argv[:i] + argv[i + 2:]
     names = [a for a in argv if not a.startswith("-")] or list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
@@ -219,7 +299,7 @@ def main(argv: list[str]) -> int:
         return 2
     results = []
     for n in names:
-        results.append(run_target(n, fraction, "--retest" in argv))
+        results.append(run_target(n, fraction, "--retest" in argv, minutes, "--report" in argv))
         write(results[-1:])  # after each target: an interrupted run keeps what it measured
     for r in results:
         print(f"{r['name']}: {r['killed']}/{r['total']} killed, {len(r['survivors'])} survived")

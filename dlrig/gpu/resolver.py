@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from dlrig.gpu.table import GpuInfo, distro_cuda, distro_drivers, recorded_branches
+from dlrig.gpu.table import GpuInfo, distro_cuda, distro_drivers, recorded_branches, table
 
 # --- tables -------------------------------------------------------------------------------------
 
@@ -45,7 +45,9 @@ CUDA_MIN_SM: dict[int, int] = {11: 35, 12: 50, 13: 75}
 # open_floor, proprietary_branches, open_branches: tools/gpu_table.py); ARCH_MIN_BRANCH is only the
 # fallback for an id no recorded list names (placed by its pci.ids chip).
 ARCH_MAX_BRANCH: dict[str, int] = {"kepler": 470, "maxwell": 580, "pascal": 580, "volta": 580}
-ARCH_MIN_BRANCH: dict[str, int] = {"ada": 525, "hopper": 525, "blackwell": 570}
+# The first branch a recorded NVIDIA list names any card of the architecture (gpus.json, from tools/sources/).
+ARCH_MIN_BRANCH: dict[str, int] = {a: min(g.driver_floor for g in table().values() if g.arch == a and g.driver_floor)
+                                   for a in ("ada", "hopper", "blackwell")}
 # Open kernel modules need Turing or newer (GSP); the default flavour from branch 560; Blackwell
 # requires them. Maxwell/Pascal/Volta need the proprietary flavour.
 OPEN_DEFAULT_FROM = 560
@@ -174,10 +176,9 @@ def supports(g: GpuInfo, branch: int, flavor: str) -> bool:
 
 
 def _support_why(g: GpuInfo, branch: int, flavor: str) -> str:
-    """Why `branch` does not support the card, and which branches do: one clause."""
+    """Why `branch` does not support the card, and which branches do: one clause. Every caller has
+    already bounded `branch` by the cards' ceilings, so the reason is always the floor."""
     label = f"{g.name} ({g.pci_id})"
-    if branch > ceiling(g):
-        return f"{label} is supported only up to branch {ceiling(g)}"
     fl = floor(g, flavor)
     kind = "open kernel modules" if flavor == "open" else "driver"
     if fl >= 10_000:
@@ -272,8 +273,9 @@ def _torch_version(torch: str | None, python: str | None) -> str:
             return DEFAULT_TORCH
         fitting = [t for t, (lo, hi, _) in TORCH.items() if _v(lo) <= _v(python) <= _v(hi)]
         if not fitting:
+            lo, hi, _ = TORCH[DEFAULT_TORCH]
             raise ResolveError(f"no torch release in dlrig's table supports Python {python}; "
-                               f"use Python 3.10-3.13 (torch {DEFAULT_TORCH})")
+                               f"use Python {lo}-{hi} (torch {DEFAULT_TORCH})")
         return max(fitting, key=_v)
     t = ".".join(str(torch).split(".")[:2])
     if t not in TORCH:
@@ -401,7 +403,7 @@ def resolve(
                 and all(supports(g, b, flavor_for(gpus, b)) for g in gpus)]
         if not fits:
             if driver_source:
-                want = f"branch {lo}" if lo == hi else f"a branch in {lo}-{hi if hi < 10_000 else 'newest'}"
+                want = _branches(lo, hi)
                 bad = [(g, b) for b in offered for g in gpus
                        if lo <= b <= hi and not supports(g, b, flavor_for(gpus, b))]
                 if bad:
@@ -439,7 +441,7 @@ def resolve(
         offered = sorted({b for src in SOURCES for b in SOURCE_BRANCHES[src].get(os, ()) if lo <= b <= hi})
         why = next((_support_why(g, b, flavor_for(gpus, b)) for b in offered for g in gpus
                     if not supports(g, b, flavor_for(gpus, b))), "")
-        raise ResolveError(f"no driver source on {os} offers a branch in {lo}-{hi} that supports these cards"
+        raise ResolveError(f"no driver source on {os} offers {_branches(lo, hi)} that supports these cards"
                            f"{' (' + why + ')' if why else ''}; check driver_branch and cuda_version")
     for g in gpus:
         if not g.in_table:
@@ -544,6 +546,15 @@ def _torch_for(gpus: Sequence[GpuInfo]) -> str:
     return f">= {min(ok, key=_v)}" if max(ok, key=_v) == DEFAULT_TORCH else f"<= {max(ok, key=_v)}"
 
 
+def _branches(lo: int, hi: int) -> str:
+    """The branches the cards and wishes allow, in words (0 and 10_000 are the open ends)."""
+    if lo == hi:
+        return f"branch {lo}"
+    if hi >= 10_000:
+        return f"a branch >= {lo}" if lo else "a branch"
+    return f"a branch in {lo}-{hi}"
+
+
 def _max_cuda_for(branch: int) -> str:
     return max((c for c, d in CUDA_MIN_DRIVER.items() if _branch(d) <= branch), key=_v)
 
@@ -556,10 +567,8 @@ def _cudnn(cuda: Cuda, min_sm: int, os: str) -> Cudnn:
         return Cudnn("distro", ("nvidia-cudnn",), None)
     if major == 13:
         return Cudnn("9", nvidia_cudnn(9, cuda.version), None)
-    if major == 12 and _v(cuda.version) >= (12, 3) or major == 12 and min_sm >= 75:
-        if min_sm < 75:  # 9.10 is the last cuDNN with Maxwell/Pascal/Volta
+    if major == 12:
+        if min_sm < 75:  # 9.10 is the last cuDNN with Maxwell/Pascal/Volta (any CUDA 12.x)
             return Cudnn("9.10", nvidia_cudnn(9, cuda.version), "9.10.*")
         return Cudnn("9", nvidia_cudnn(9, cuda.version), None)
-    if major == 12:  # 12.0-12.2 with older cards: 9.10 still covers them
-        return Cudnn("9.10", nvidia_cudnn(9, cuda.version), "9.10.*")
     return Cudnn("8.9", nvidia_cudnn(8, cuda.version), nvidia_cudnn8_pin("8.9.*", "11.8"))

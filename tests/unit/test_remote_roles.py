@@ -289,7 +289,8 @@ def private_sshd(tmp_path, request):
         f"HostKey {tmp_path / 'hostkey'}\nListenAddress 127.0.0.1\nPort {port}\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nStrictModes no\nUsePAM no\nPidFile {tmp_path / 'sshd.pid'}\n"
-        + ("ForceCommand sh -c 'echo \"$SSH_ORIGINAL_COMMAND\" >&2; exit 3'\n" if request.param == "forced" else ""))
+        + ("ForceCommand sh -c 'echo \"$SSH_ORIGINAL_COMMAND\" >&2; exit 3'\n" if request.param == "forced" else "")
+        + ("ForceCommand sh -c 'printf %0300d 0 >&2; exit 3'\n" if request.param == "loud" else ""))
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
                             stderr=subprocess.DEVNULL)
     for _ in range(50):
@@ -341,6 +342,33 @@ def test_failed_new_login_restores_and_reports_a_failed_restore_too(private_sshd
         ssh._prove_or_restore(state, host, "echo restore", "root")
 
 
+@needs_sshd
+@pytest.mark.parametrize("restore, tail", [
+    ("echo restore", "sudo -H -n sh -c 'echo restore'"),  # the restore runs with sudo
+    ("echo one\necho two\necho three", "echo two echo three'"),  # only the last two stderr lines
+])
+def test_a_failed_restore_reports_the_tail_of_its_sudo_command(private_sshd, restore, tail):
+    """The forced sshd prints the command it was asked to run: the restore went through sudo, and the
+    report carries exactly the last two lines of its stderr."""
+    from pyinfra.api import DeployError
+    from pyinfra.api.connect import connect_all
+
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    connect_all(state)
+    with pytest.raises(DeployError) as e:
+        ssh._prove_or_restore(state, host, restore, "root")
+    assert str(e.value).endswith("restoring the previous sshd config FAILED too: " + tail)
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["loud"], indirect=True)
+def test_a_failed_new_login_reports_200_characters_of_stderr(private_sshd):
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "root") == "`true` exited 3: " + "0" * 200
+
+
 
 @needs_sshd
 @pytest.mark.parametrize("private_sshd", ["plain"], indirect=True)
@@ -348,3 +376,54 @@ def test_new_login_that_works_returns_none(private_sshd):
     port, key = private_sshd
     state, host = _pyinfra_host(port, key)
     assert ssh.new_login_sudo(state, host, "root") is None
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["plain"], indirect=True)
+def test_a_new_login_is_tried_ten_times_a_second_apart(private_sshd, monkeypatch):
+    """While sshd re-executes, the proof retries: 10 attempts, 1 s apart, then the last error. FAKE: an
+    SSH client whose connect is always refused (an sshd that never comes back), and a sleep that only counts."""
+    import time
+
+    from pyinfra.connectors import sshuserclient
+
+    attempts, sleeps = [], []
+
+    class Refused(sshuserclient.SSHClient):
+        def connect(self, *a, **kw):
+            attempts.append(1)
+            raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(sshuserclient, "SSHClient", Refused)
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "root") == "no new SSH login (ConnectionRefusedError: refused)"
+    assert (len(attempts), sleeps) == (10, [1] * 10)
+
+
+@needs_sshd
+@pytest.mark.parametrize("private_sshd", ["plain"], indirect=True)
+def test_the_sudo_proof_command_has_a_30_second_limit(private_sshd, monkeypatch):
+    """A `sudo` that hangs (a password prompt nobody answers) must not hang the deploy: the command runs
+    with a 30 s timeout. FAKE: an SSH client that records how it was asked to run the command."""
+    from types import SimpleNamespace
+
+    from pyinfra.connectors import sshuserclient
+
+    asked = []
+
+    class Recording(sshuserclient.SSHClient):
+        def connect(self, *a, **kw):
+            pass
+
+        def exec_command(self, cmd, timeout=None):
+            asked.append((cmd, timeout))
+            done = SimpleNamespace(channel=SimpleNamespace(recv_exit_status=lambda: 0))
+            return None, done, None
+
+    monkeypatch.setattr(sshuserclient, "SSHClient", Recording)
+    port, key = private_sshd
+    state, host = _pyinfra_host(port, key)
+    assert ssh.new_login_sudo(state, host, "me") is None
+    assert asked == [("sudo -n true", 30)]

@@ -278,3 +278,179 @@ def test_a_driver_branch_below_the_cudas_ga_driver_is_refused_with_the_cudas_nee
     with pytest.raises(ResolveError, match=r"^driver 550 is too old: CUDA 12\.8 needs >= "
                                            + re.escape(CUDA_MIN_DRIVER["12.8"]) + r"; use driver_branch 570 or newer$"):
         resolve([lookup("RTX 2070 Super")], "ubuntu-24.04", cuda="12.8", driver_branch=550)
+
+
+SOURCES = __import__("pathlib").Path(__file__).resolve().parents[2] / "tools" / "sources"
+
+
+def _wheel_arch_rows():
+    rows = []
+    for line in (SOURCES / "pytorch" / "wheel-cuda-arch-lists.tsv").read_text().splitlines():
+        if line and not line.startswith("#"):
+            kind, repo, where, commit, cuda, arches, torch = line.split("\t")
+            rows.append((commit if kind == "script" else None, cuda, tuple(map(int, arches.split())),
+                         torch.split() if torch != "-" else []))
+    return rows
+
+
+def test_torch_arches_are_the_recorded_wheel_build_lists():
+    """Each torch release a recorded wheel build script or released wheel is for (tools/sources/pytorch/)
+    gets exactly that recorded architecture list for the variant; a script's match to a release holds
+    (every variant of the release is a case of the script)."""
+    from dlrig.gpu.resolver import torch_arches
+
+    rows = _wheel_arch_rows()
+    checked = 0
+    for commit, cuda, arches, releases in rows:
+        for t in releases:
+            if commit:  # a build script at a commit: it builds every variant of the releases matched to it
+                cases = {f"cu{c.replace('.', '')}" for (k, c, _, _) in rows if k == commit}
+                assert set(TORCH[t][2]) <= cases, (t, commit)
+            variant = f"cu{cuda.replace('.', '')}"
+            if variant in TORCH[t][2]:
+                assert torch_arches(t, variant) == arches, (t, variant, commit)
+                checked += 1
+    assert checked >= 13  # 2.8, 2.9, 2.10 x 3 variants from scripts; 2.10 and 2.11 from released wheels
+
+
+def test_nvidia_source_offers_only_branches_nvidia_released():
+    """Every branch taken from NVIDIA's repository has a recorded NVIDIA release of that branch
+    (tools/sources/open-gpu-kernel-modules/<tag>.md, one file per branch's newest tag)."""
+    from dlrig.gpu.resolver import OSES, SOURCE_BRANCHES
+
+    released = {int(p.name.split(".")[0]) for p in (SOURCES / "open-gpu-kernel-modules").glob("*.md")}
+    assert set(SOURCE_BRANCHES["nvidia"]) == set(OSES)
+    for os, branches in SOURCE_BRANCHES["nvidia"].items():
+        assert [b for b in branches if b not in released] == [], os
+        assert list(branches) == sorted(set(branches)), os
+
+
+def test_a_torch_without_a_build_for_the_card_names_it_and_the_first_torch_that_has_one():
+    """torch 2.6's builds (cu118, cu124, cu126) carry no sm_120; every torch from 2.7 (cu128) does."""
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 5090"], "ubuntu-24.04", torch="2.6")
+    assert str(e.value) == ("torch 2.6 has no build for sm_120 (GeForce RTX 5090): its builds are cu118, cu124, "
+                            "cu126; use torch >= 2.7")
+    with pytest.raises(ResolveError) as e:  # the RTX 3090 (sm_86, in cu126's sm_80 family) is not named
+        R(["RTX 5090", "RTX 3090"], "ubuntu-24.04", torch="2.6")
+    assert str(e.value).startswith("torch 2.6 has no build for sm_120 (GeForce RTX 5090): ")
+
+
+def test_cuda_12_2_on_a_turing_or_newer_card_gets_the_current_cudnn_9():
+    """cuDNN 9.10 (pinned) is only for Maxwell/Pascal/Volta; an sm_86 card on CUDA 12.2 takes cuDNN 9 unpinned."""
+    r = R(["RTX 3090"], "ubuntu-24.04", cuda="12.2")
+    assert (r.cudnn.version, r.cudnn.pin) == ("9", None)
+    # names as tools/sources/nvidia-repo/packages.tsv records them (libcudnn9-cuda-{cuda_major}, ...-dev-...)
+    assert r.cudnn.packages == ("libcudnn9-cuda-12", "libcudnn9-dev-cuda-12")
+    r13 = R(["RTX 3090"], "ubuntu-24.04")  # CUDA 13.0: the packages.tsv examples themselves
+    assert (r13.cuda.version, r13.cudnn.version, r13.cudnn.packages) == ("13.0", "9", ("libcudnn9-cuda-13",
+                                                                                       "libcudnn9-dev-cuda-13"))
+    assert (R(["GTX 1080"], "ubuntu-24.04", cuda="12.2").cudnn.version) == "9.10"
+
+
+def test_a_driver_above_a_toolkits_minimum_serves_it_at_ga_level():
+    """Driver 590 serves CUDA 13.0 (>= 580.65.06) at GA level but not 13.2 (>= 595.45.04): torch's
+    cu130 build, with no minor-version-compatibility note."""
+    r = R(["RTX 4090"], "ubuntu-24.04", driver_branch=590)
+    assert (r.driver.branch, r.driver.source, r.torch.variant) == (590, "nvidia", "cu130")
+    assert not any("minor-version compatibility" in n for n in r.notes)
+
+
+def test_a_pinned_branch_another_source_offers_is_pointed_at():
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 4090"], "ubuntu-24.04", driver_branch=590, driver_source="ubuntu")
+    assert str(e.value) == ("driver_source 'ubuntu' on ubuntu-24.04 offers branches 470, 535, 550, 570, 580, "
+                            "these cards and wishes need branch 590; use driver_source 'nvidia'")
+    # the pinned branch is the only one of NVIDIA's that serves the card (570 is the RTX 5090's first)
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 5090"], "debian-12", driver_branch=570, driver_source="debian")
+    assert str(e.value) == ("driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
+                            "branch 570; use driver_source 'nvidia'")
+
+
+def test_python_alone_picks_the_newest_torch_for_it():
+    """Python 3.9 is in torch 2.5-2.8's range (lowest 3.9), not in 2.9+'s (3.10 up): torch 2.8."""
+    v = lambda x: tuple(map(int, x.split(".")))  # noqa: E731
+    newest_39 = max((t for t, (lo, hi, _) in TORCH.items() if v(lo) <= (3, 9) <= v(hi)), key=v)
+    assert R(["RTX 4090"], "ubuntu-24.04", python="3.9").torch.version == newest_39 == "2.8"
+
+
+def test_python_outside_a_pinned_torch_points_at_a_torch_that_has_it():
+    """Python 3.13 is above torch 2.0's range and no torch's lowest: the newest torch whose range holds it."""
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 4090"], "ubuntu-24.04", torch="2.0", python="3.13")
+    assert str(e.value) == "torch 2.0 supports Python 3.8-3.11, not 3.13; use Python 3.8-3.11 or torch 2.14"
+
+
+def test_cuda_13_refusal_names_only_the_cards_it_dropped():
+    with pytest.raises(ResolveError) as e:
+        R(["GTX 1080", "RTX 4090"], "ubuntu-24.04", cuda="13.0")
+    assert str(e.value) == "CUDA 13.0 has no sm_61 support (GeForce GTX 1080); use CUDA <= 12.9 for these cards"
+
+
+def test_a_maxwell_card_on_driver_535_gets_the_newest_cuda_12_toolkit_535_serves():
+    """CUDA 12 still builds sm_50 (CUDA_MIN_SM[12] == 50): 12.2 (>= 535.54.03), not 11.8."""
+    r = R(["GTX 750 Ti"], "ubuntu-24.04", driver_branch=535)
+    assert (r.cuda.version, r.cudnn.version, r.torch.variant) == ("12.2", "9.10", "cu126")
+
+
+def test_no_source_at_all_says_which_card_no_list_names():
+    """T4G is in no recorded open-modules list and DRIVE P2021 needs the open modules: nothing fits."""
+    with pytest.raises(ResolveError) as e:
+        R(["T4G", "DRIVE P2021"], "ubuntu-24.04")
+    assert str(e.value) == ("no driver source on ubuntu-24.04 offers a branch that supports these cards (no recorded "
+                            "NVIDIA list names T4G (10de:1eb4) for the open kernel modules); check driver_branch and "
+                            "cuda_version")
+
+
+def test_the_proprietary_note_names_only_the_cards_the_open_lists_lack_at_that_branch():
+    """H200 NVL is in the open list from 565 (its first), T4G in none: at 565 only T4G forces proprietary."""
+    r = R(["H200 NVL", "T4G"], "ubuntu-24.04", driver_branch=565, driver_source="nvidia")
+    assert (r.driver.branch, r.driver.flavor) == (565, "proprietary")
+    assert ("proprietary kernel modules: NVIDIA's open-gpu-kernel-modules lists T4G only from a later branch "
+            "or not at all") in r.notes
+
+
+def test_a_pinned_last_branch_points_at_the_source_that_offers_it():
+    """580 is the GTX 1080's last branch and Debian 12 offers only 535: NVIDIA's repository has 580."""
+    with pytest.raises(ResolveError) as e:
+        R(["GTX 1080"], "debian-12", driver_branch=580, driver_source="debian")
+    assert str(e.value) == ("driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
+                            "branch 580; use driver_source 'nvidia'")
+
+
+def test_a_python_no_torch_supports_is_refused_with_the_default_torchs_range():
+    """Python 3.16 is above every torch's range (the ranges have an upper end, not only a lower one)."""
+    lo, hi, _ = TORCH["2.14"]
+    with pytest.raises(ResolveError) as e:
+        R(["RTX 4090"], "ubuntu-24.04", python="3.16")
+    assert str(e.value) == f"no torch release in dlrig's table supports Python 3.16; use Python {lo}-{hi} (torch 2.14)"
+    assert (lo, hi) == ("3.10", "3.15")
+
+
+@pytest.mark.parametrize("gpus, wishes, want", [
+    (["RTX 5090"], {}, "a branch that supports the cards (NVIDIA's open kernel modules lists GeForce RTX 5090 "
+                       "(10de:2b85) from branch 570 on)"),   # no bound at either end
+    (["GTX 1080"], {"cuda": "12.8"}, "a branch in 570-580"),  # CUDA 12.8's minimum, Pascal's last
+    (["RTX 4090"], {"cuda": "12.8"}, "a branch >= 570"),  # CUDA 12.8's minimum, no last branch
+    (["GTX 1080"], {"driver_branch": 580}, "branch 580"),
+])
+def test_the_source_refusal_says_which_branches_would_do(gpus, wishes, want):
+    with pytest.raises(ResolveError) as e:
+        R(gpus, "debian-12", driver_source="debian", **wishes)
+    assert str(e.value) == (f"driver_source 'debian' on debian-12 offers branches 535, these cards and wishes need "
+                            f"{want}; use driver_source 'nvidia'")
+
+
+def test_an_off_table_ada_card_has_the_first_branch_a_recorded_list_names_ada_in():
+    """An Ada id no recorded list names falls back to the first recorded proprietary README that
+    lists an Ada card (the RTX 4090): driver 470 is refused with that branch."""
+    from dlrig.gpu.table import parse_lspci
+
+    first = min(int(p.name.split(".")[0]) for p in (SOURCES / "nvidia-readme").glob("*.txt")
+                if "GeForce RTX 4090" in p.read_text())
+    (g,) = parse_lspci(["01:00.0 VGA compatible controller [0300]: NVIDIA Corporation AD102 [GeForce RTX 4090 X] [10de:26ff]"])
+    assert not g.in_table and g.arch == "ada"
+    with pytest.raises(ResolveError) as e:
+        resolve([g], "ubuntu-24.04", driver_branch=470)
+    assert str(e.value).endswith(f"from branch {first} on; use driver_branch {first} or newer")

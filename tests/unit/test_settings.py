@@ -129,8 +129,9 @@ def test_a_connector_that_fails_to_load_does_not_break_validation(monkeypatch):
         def load(self):
             raise ImportError("a broken third-party connector")
 
+    # the broken one first: the connectors after it are still read
     monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group: [*real(group=group), Broken()])
+                        lambda group: [Broken(), *real(group=group)])
     keys = mod.pyinfra_keys()
     assert {"ssh_user", "_sudo"} <= keys
 
@@ -312,3 +313,24 @@ def test_cache_dir_may_have_spaces_but_no_shell_characters():
     assert _shape_error(s, "/media/alice/My Data/dlrig cache") is None
     for bad in ("/media/x;rm -rf /", "/a/$(id)", "/a'b", "/a\nb", "relative/path"):
         assert "no shell characters" in (_shape_error(s, bad) or ""), bad
+
+
+@pytest.mark.parametrize("text", ["not json {", None])
+def test_an_unreadable_pyinfra_keys_record_counts_as_none(tmp_path, monkeypatch, text):
+    """A corrupt (ValueError) or missing (OSError) dlrig/engine/pyinfra_keys.json: no recorded keys, no crash."""
+    from dlrig.engine import settings as mod
+
+    record = tmp_path / "pyinfra_keys.json"
+    if text is not None:
+        record.write_text(text)
+    monkeypatch.setattr(mod, "PYINFRA_KEYS_FILE", record)
+    assert mod.recorded_pyinfra_keys() is None
+
+
+def test_every_badly_shaped_setting_is_reported_not_only_the_first():
+    from dlrig.engine.settings import shape_of
+
+    shaped = sorted(k for k, st in registry().items() if shape_of(st) and st.kind == "str" and st.choices is None)[:2]
+    assert len(shaped) == 2
+    errors = validate_host_data("rig", {k: "x; rm -rf /" for k in shaped})
+    assert [e.split(" ")[1] for e in errors] == shaped and all("is not allowed: use" in e for e in errors)

@@ -206,3 +206,19 @@ def test_sources_compared_by_value_not_identity():
         res = replace(res, driver=replace(res.driver, source=fresh(source), flavor=fresh(flavor)))
         assert packages.driver(res)[0] == first
     assert packages.cuda("11.8", fresh("distro")) == ["nvidia-cuda-toolkit"]
+
+
+def test_the_toolkit_package_takes_major_and_minor_of_a_full_version():
+    """A patch level ("12.8.1", as nvcc reports it) names the same cuda-toolkit-12-8 as "12.8"."""
+    assert packages.cuda("12.8.1", "nvidia") == packages.cuda("12.8", "nvidia") == ["cuda-toolkit-12-8"]
+
+
+def test_the_json_carries_each_parts_packages():
+    """with_packages (the JSON of `dlrig resolve` and doctor) puts for_resolution's names under each part."""
+    from dlrig.gpu.resolver import resolve
+    from dlrig.gpu.table import lookup
+
+    res = resolve([lookup("RTX 4090")], "ubuntu-24.04")
+    j, names = packages.with_packages(res), packages.for_resolution(res)
+    assert [j[p]["packages"] for p in ("driver", "cuda", "cudnn")] == [names[p] for p in ("driver", "cuda", "cudnn")]
+    assert all(names[p] for p in ("driver", "cuda", "cudnn"))
