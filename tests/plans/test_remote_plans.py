@@ -329,3 +329,10 @@ def test_ssh_refusal_names_the_extra_config_line_that_locks_dlrig_out():
     facts = _sshd("GROUPS me me", "CUR me pubkeyauthentication yes", "NEW me pubkeyauthentication no")
     with pytest.raises(DeployError, match=r"ssh_extra_config line 'PubkeyAuthentication no' .*remove or change the line"):
         _ssh_plan(facts, ssh_extra_config=["PubkeyAuthentication no"])
+
+
+@pytest.mark.parametrize("answer", [("GROUPS other other",), ("GROUPS me me",)])
+def test_ssh_plans_when_sshd_reports_no_current_config_for_the_login(answer):
+    """FAKE sshd -T answers that carry no current config for dlrig's login (its user absent, or only its
+    groups known): nothing to compare with, so the guard lets the drop-in be planned, without a crash."""
+    assert _ops(_ssh_plan(_sshd(*answer)), "ssh")
