@@ -53,6 +53,8 @@ def dlrig(*args: str, timeout: int = 3000, label: str | None = None) -> subproce
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            TIMINGS[label + " (TIMED OUT)"] = time.monotonic() - t0
+            log.write(f"=== {label}: killed after {timeout} s\n")
             raise
         finally:
             for t in threads:
