@@ -21,6 +21,7 @@ import pytest
 from dlrig.engine import passwords
 from dlrig.testing import image as IMAGE
 from dlrig.testing import vm as VMMOD
+from dlrig.testing import vmimage as VMIMAGE
 from dlrig.testing.system import HostError
 from tests.fixtures import pyindex
 from tests.fixtures.miniforge_standin import build_installer
@@ -44,10 +45,14 @@ def _require_vms() -> None:
         pytest.skip(f"VMs unavailable: {reason}")
 
 
-def _boot(workdir: Path, firmware: str, name: str, forwards=(), mirrored: int = 0, **kw) -> VMMOD.VM:
+def _boot(workdir: Path, firmware: str, name: str, forwards=(), mirrored: int = 0,
+          suite: str = VMIMAGE.SUITE, **kw) -> VMMOD.VM:
+    # the image built (or found) before the boot clock starts
+    kw.setdefault("image", VMMOD.vm_image(firmware, suite=suite))
     t0 = time.monotonic()
     v = VMMOD.start_vm(workdir, firmware, name, forwards, mirrored=mirrored, **kw)
-    BOOT_TIMES.setdefault(firmware, []).append(time.monotonic() - t0)
+    label = firmware if suite == VMIMAGE.SUITE else f"{firmware} ({suite})"
+    BOOT_TIMES.setdefault(label, []).append(time.monotonic() - t0)
     return v
 
 
