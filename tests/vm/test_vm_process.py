@@ -33,6 +33,7 @@ CHILD = textwrap.dedent("""
     v._power_on()
     print(v.pid, flush=True)
     if sys.argv[2] == "exit":
+        sys.stdin.readline()  # told to go on
         sys.exit(0)  # never calls v.stop()
     if sys.argv[2] == "stop":
         v.stop()
@@ -73,7 +74,7 @@ def test_qemu_process_group_ends_with_the_process_that_started_it(how, tmp_path)
         pytest.skip(f"VMs unavailable: {reason}")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "disk.qcow2"), "16M"], check=True)
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), how], stdout=subprocess.PIPE,
-                             text=True, cwd=Path(__file__).resolve().parents[2])
+                             stdin=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
     try:
         qemu = int(child.stdout.readline())
         deadline = time.monotonic() + 20
@@ -86,9 +87,12 @@ def test_qemu_process_group_ends_with_the_process_that_started_it(how, tmp_path)
             assert child.stdout.readline().strip() == "stopped"
             assert _gone(qemu), f"stop() left {_group(qemu)}"
             return
-        if how != "exit":  # (exit: the child ends right after printing)
-            time.sleep(1)
-            assert _group(qemu) == [qemu]  # running until the child ends
+        time.sleep(1)
+        assert _group(qemu) == [qemu]  # running until the child ends
+        if how == "exit":
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        else:
             child.send_signal(getattr(signal, how))
         child.wait(timeout=30)
         assert _gone(qemu), f"qemu group {qemu} outlived its parent ({how}): {_group(qemu)}"
