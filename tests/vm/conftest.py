@@ -256,7 +256,7 @@ def configured_vm(tmp_path_factory) -> Iterator[Configured]:
 
 
 #: session VM fixtures powered off right after the last test that uses them (not at session end)
-_EARLY_STOP = ("configured_vm", "shared_vm")
+_EARLY_STOP = ("configured_vm", "shared_vm", "workstation_vm")
 _LAST_USER = pytest.StashKey[list]()
 
 
