@@ -17,6 +17,7 @@ so :func:`~dlrig.testing.pool.write_inventory` writes pyinfra inventories of VMs
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -44,11 +45,63 @@ MEMORY_MB = 2048
 CPUS = 2
 
 
+#: qemu runs under ``setpriv --pdeathsig KILL`` (util-linux): the kernel kills it when the thread
+#: that started it ends, so a test run killed by a signal or a timeout (SIGTERM, SIGKILL: no Python
+#: cleanup runs) leaves no qemu behind. Each VM's watcher thread starts all its qemu processes and
+#: lives exactly as long as they do.
+PDEATHSIG = ("setpriv", "--pdeathsig", "KILL", "--")
+
+#: qemu process groups started by this process and not yet ended (killed at exit: :func:`_reap`)
+_GROUPS: set[int] = set()
+_GROUPS_LOCK = threading.Lock()
+
+
+def _spawn(argv: list[str], logf) -> subprocess.Popen:
+    """Start ``argv`` in a new session (its own process group, pgid = its pid), killed with this
+    process (:data:`PDEATHSIG`) and at exit (:func:`_reap`)."""
+    proc = subprocess.Popen([*PDEATHSIG, *argv], stdin=subprocess.DEVNULL, stdout=logf,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    with _GROUPS_LOCK:
+        _GROUPS.add(proc.pid)
+    return proc
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the process group of ``proc``, SIGKILL it after ``grace`` seconds; reap ``proc``."""
+    pgid = proc.pid
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 15)):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with _GROUPS_LOCK:
+        if pgid in _GROUPS:  # not yet forgotten by the watcher: whatever else is left in the group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        _GROUPS.discard(pgid)
+
+
+@atexit.register
+def _reap() -> None:
+    """At interpreter exit: kill every qemu process group still running (VMs never stopped)."""
+    with _GROUPS_LOCK:
+        groups = sorted(_GROUPS)
+        _GROUPS.clear()
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
 def missing_requirements() -> str | None:
     """Why VMs cannot run here (a sentence), or None when they can."""
     try:
         _require_root()
-        _require_tools(*HOST_TOOLS)
+        _require_tools(*HOST_TOOLS, PDEATHSIG[0])
         for fd in (OVMF_CODE, OVMF_VARS):
             if not fd.exists():
                 raise HostError(f"{fd} missing: apt-get install ovmf")
@@ -123,22 +176,36 @@ class VM(TestHost):
     # -- lifecycle -------------------------------------------------------------------------
     def _launch(self) -> None:
         with open(self.log_path, "ab") as logf:
-            self._qemu = subprocess.Popen(self.qemu_argv(), stdin=subprocess.DEVNULL, stdout=logf,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self._qemu = _spawn(self.qemu_argv(), logf)
         self.pid = self._qemu.pid
         self._starttime = _proc_starttime(self.pid)
 
     def _power_on(self) -> None:
-        """Start qemu and a watcher that starts it again whenever the guest reboots."""
-        self._launch()
-        self._watcher = threading.Thread(target=self._watch, name=f"vm-{self.name}", daemon=True)
+        """Start a watcher thread that starts qemu, and again whenever the guest reboots; return
+        once the first qemu runs. (The watcher starts them all: qemu's parent-death signal follows
+        the thread that started it, and the watcher outlives every qemu it starts.)"""
+        started = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, args=(started,), name=f"vm-{self.name}",
+                                         daemon=True)
         self._watcher.start()
+        started.wait()
+        if self._qemu is None:
+            raise HostError(f"VM {self.name}: qemu did not start: {self._dead}")
 
-    def _watch(self) -> None:
+    def _watch(self, started: threading.Event) -> None:
+        try:
+            self._launch()
+        except OSError as e:
+            self._dead = f"qemu did not start: {e}"
+            return
+        finally:
+            started.set()
         while True:
             proc = self._qemu
             assert proc is not None
             rc = proc.wait()
+            with _GROUPS_LOCK:  # ended and reaped: its pid may be reused, never signal it again
+                _GROUPS.discard(proc.pid)
             if self._stopping:
                 return
             if rc != 0:
@@ -200,13 +267,8 @@ class VM(TestHost):
         self._stopping = True
         if self._watcher is not None:
             time.sleep(0.5)  # a relaunch under way finishes: its process is the one to end
-        if self._qemu is not None and self._qemu.poll() is None:
-            self._qemu.send_signal(signal.SIGTERM)
-            try:
-                self._qemu.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._qemu.kill()
-                self._qemu.wait(timeout=15)
+        if self._qemu is not None:
+            _kill_group(self._qemu)  # qemu's whole process group, also when qemu itself has ended
         if self._watcher is not None:
             self._watcher.join(timeout=15)
         self._evict_testinfra()

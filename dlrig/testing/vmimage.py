@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from dlrig.testing.image import (
-    COMPONENTS, USER, add_test_user, default_cache_dir, default_mirror, default_security_mirror,
-    sources_list, strip_apt_lists,
+    COMPONENTS, USER, add_test_user, check_suite, deb822_sources, default_cache_dir, default_mirror,
+    default_security_mirror, sources_list, strip_apt_lists,
 )
 from dlrig.testing.system import (
     HostError, _clean_env, _FileLock, _require_root, _require_tools, _run, _safe_rmtree,
@@ -41,12 +41,17 @@ log = logging.getLogger(__name__)
 
 #: Bump to force a rebuild of every cached VM image.
 RECIPE_VERSION = 1
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default; vm_image(suite="trixie") gives Debian 13 (dlrig.testing.image.SUITES)
 FIRMWARES = ("bios", "uefi")
 #: Installed into every VM (a booted Debian: kernel, systemd as PID 1, udev, dbus, sshd).
 PACKAGES: tuple[str, ...] = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "kmod", "initramfs-tools",
     "openssh-server", "sudo", "python3", "ca-certificates", "iproute2", "procps", "zstd",
+    # what the config roles install (firewall, dualboot, unattended_upgrades): dpkg (and the
+    # initramfs rebuild ntfs-3g triggers) under TCG took 6 min of their 16-min apply; installed
+    # here, natively, the VM tests spend their minutes on what only a booted machine shows (the
+    # installs themselves are proven on the host tier)
+    "ufw", "os-prober", "ntfs-3g", "unattended-upgrades",
 )
 #: The bootloader of each firmware (Debian's signed shim and GRUB for Secure Boot).
 FIRMWARE_PACKAGES: dict[str, tuple[str, ...]] = {
@@ -65,16 +70,17 @@ HOST_TOOLS = ("debootstrap", "chroot", "ssh-keygen", "qemu-img", "qemu-system-x8
               "mkfs.ext4", "mkntfs", "ntfs-3g", "mkfs.vfat", "mcopy", "mmd")
 
 
-def recipe_hash(firmware: str, mirror: str | None = None, security_mirror: str | None = None) -> str:
-    """Hash of everything that shapes a VM image: this module's recipe code, packages, mirrors."""
+def recipe_hash(firmware: str, mirror: str | None = None, security_mirror: str | None = None,
+                suite: str = SUITE) -> str:
+    """Hash of everything that shapes a VM image: this module's recipe code, packages, suite, mirrors."""
     h = hashlib.sha256()
     for part in (
-        f"v{RECIPE_VERSION}", firmware, SUITE, COMPONENTS, ",".join(PACKAGES),
+        f"v{RECIPE_VERSION}", firmware, check_suite(suite), COMPONENTS, ",".join(PACKAGES),
         ",".join(FIRMWARE_PACKAGES[firmware]), f"{SYSTEM_MIB},{DATA_MIB},{DISK_MIB}", CMDLINE,
         mirror or default_mirror(), security_mirror or default_security_mirror(),
         inspect.getsource(_build_root), inspect.getsource(_make_disk), inspect.getsource(_windows),
         inspect.getsource(add_test_user), inspect.getsource(strip_apt_lists),
-        inspect.getsource(sources_list),
+        inspect.getsource(sources_list), inspect.getsource(deb822_sources),
     ):
         h.update(part.encode())
         h.update(b"\0")
@@ -86,13 +92,14 @@ def vm_image_key(image: Path) -> Path:
     return image.with_suffix(".key")
 
 
-def vm_image(firmware: str = "bios", cache_dir: Path | None = None) -> Path:
-    """The cached qcow2 base image of ``firmware`` ('bios' or 'uefi'), built if missing (locked)."""
+def vm_image(firmware: str = "bios", cache_dir: Path | None = None, suite: str = SUITE) -> Path:
+    """The cached qcow2 base image of ``firmware`` ('bios' or 'uefi') with Debian ``suite``
+    (bookworm, or trixie), built if missing (locked)."""
     if firmware not in FIRMWARES:
         raise HostError(f"firmware {firmware!r}: use one of {', '.join(FIRMWARES)}")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     mirror, security = default_mirror(), default_security_mirror()
-    image = cache_dir / f"vm-{firmware}-{recipe_hash(firmware, mirror, security)}.qcow2"
+    image = cache_dir / f"vm-{firmware}-{suite}-{recipe_hash(firmware, mirror, security, suite)}.qcow2"
     if image.exists() and vm_image_key(image).exists():
         return image
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -101,12 +108,12 @@ def vm_image(firmware: str = "bios", cache_dir: Path | None = None) -> Path:
             return image
         t0 = time.monotonic()
         log.info("building VM image %s", image)
-        _build(image, firmware, mirror, security)
+        _build(image, firmware, mirror, security, suite)
         log.info("built %s in %.1f s", image, time.monotonic() - t0)
     return image
 
 
-def _build(image: Path, firmware: str, mirror: str, security: str) -> None:
+def _build(image: Path, firmware: str, mirror: str, security: str, suite: str) -> None:
     _require_root()
     _require_tools(*HOST_TOOLS)
     tmp = Path(tempfile.mkdtemp(prefix=".vmbuild-", dir=image.parent))
@@ -115,7 +122,7 @@ def _build(image: Path, firmware: str, mirror: str, security: str) -> None:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{USER}@dlrig-test-vms",
               "-f", str(key)], "ssh-keygen")
         root = tmp / "root"
-        _build_root(root, firmware, mirror, security, key.with_suffix(".pub").read_text())
+        _build_root(root, firmware, mirror, security, key.with_suffix(".pub").read_text(), suite)
         raw = tmp / "disk.raw"
         _make_disk(raw, root, firmware, tmp)
         _safe_rmtree(root)
@@ -136,18 +143,23 @@ def _chroot_mounts(root: Path) -> None:
         _run(["mount", *opts, src, str(root / dst)], f"mount {dst} in the VM root")
 
 
-def _build_root(root: Path, firmware: str, mirror: str, security: str, pubkey: str) -> None:
+def _build_root(root: Path, firmware: str, mirror: str, security: str, pubkey: str,
+                suite: str = SUITE) -> None:
     """debootstrap + kernel, systemd, sshd and the firmware's bootloader packages into ``root``."""
     root.mkdir(parents=True)
     env = _clean_env(DEBIAN_FRONTEND="noninteractive")
-    _run(["debootstrap", "--variant=minbase", "--include=ca-certificates", SUITE, str(root), mirror],
+    _run(["debootstrap", "--variant=minbase", "--include=ca-certificates", suite, str(root), mirror],
          "debootstrap", env=_clean_env())
 
     def chroot(*cmd: str) -> None:
         _run(["chroot", str(root), *cmd], f"in the VM root: {' '.join(cmd)}", env=env)
 
     etc = root / "etc"
-    (etc / "apt/sources.list").write_text(sources_list(mirror, security))
+    if suite == SUITE:
+        (etc / "apt/sources.list").write_text(sources_list(mirror, security))
+    else:  # Debian 13: deb822 only, as on the host tier's trixie hosts (dlrig.testing.image)
+        (etc / "apt/sources.list").unlink(missing_ok=True)
+        (etc / "apt/sources.list.d/debian.sources").write_text(deb822_sources(mirror, security, suite))
     policy = root / "usr/sbin/policy-rc.d"  # no daemons start in the chroot
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
@@ -277,7 +289,9 @@ def _windows(system: Path, data: Path, firmware: str, tmp: Path) -> None:
 
     BIOS: an NTFS system partition holding ``bootmgr`` and ``Boot/BCD`` (the BCD names "Windows 10"
     in UTF-16, as os-prober's 20microsoft reads it). UEFI: a FAT ESP holding
-    ``EFI/Microsoft/Boot/bootmgfw.efi``. Neither boots: they are what the probers look at.
+    ``EFI/Microsoft/Boot/bootmgfw.efi`` and ``BCD`` beside it (Debian 12's os-prober 1.81,
+    ``mounted/efi/20microsoft``, lists it only with both). Neither boots: they are what the
+    probers look at.
     """
     bcd = "Windows 10".encode("utf-16-le")
     mnt = tmp / "mnt"
@@ -299,6 +313,9 @@ def _windows(system: Path, data: Path, firmware: str, tmp: Path) -> None:
         stand_in.write_bytes(b"MZ" + b"\0" * 62 + b"bootmgfw stand-in (dlrig test VM)\n")
         _run(["mcopy", "-i", str(system), str(stand_in), "::/EFI/Microsoft/Boot/bootmgfw.efi"],
              "mcopy bootmgfw.efi")
+        bcd_file = tmp / "BCD"
+        bcd_file.write_bytes(b"regf" + b"\0" * 60 + bcd)
+        _run(["mcopy", "-i", str(system), str(bcd_file), "::/EFI/Microsoft/Boot/BCD"], "mcopy BCD")
     _run(["mkntfs", "-q", "-F", "-f", "-L", DATA_LABEL, str(data)], "mkntfs data")
     _run(["ntfs-3g", str(data), str(mnt)], "ntfs-3g mount")
     try:

@@ -21,6 +21,7 @@ import pytest
 from dlrig.engine import passwords
 from dlrig.testing import image as IMAGE
 from dlrig.testing import vm as VMMOD
+from dlrig.testing import vmimage as VMIMAGE
 from dlrig.testing.system import HostError
 from tests.fixtures import pyindex
 from tests.fixtures.miniforge_standin import build_installer
@@ -44,10 +45,14 @@ def _require_vms() -> None:
         pytest.skip(f"VMs unavailable: {reason}")
 
 
-def _boot(workdir: Path, firmware: str, name: str, forwards=(), mirrored: int = 0, **kw) -> VMMOD.VM:
+def _boot(workdir: Path, firmware: str, name: str, forwards=(), mirrored: int = 0,
+          suite: str = VMIMAGE.SUITE, **kw) -> VMMOD.VM:
+    # the image built (or found) before the boot clock starts
+    kw.setdefault("image", VMMOD.vm_image(firmware, suite=suite))
     t0 = time.monotonic()
     v = VMMOD.start_vm(workdir, firmware, name, forwards, mirrored=mirrored, **kw)
-    BOOT_TIMES.setdefault(firmware, []).append(time.monotonic() - t0)
+    label = firmware if suite == VMIMAGE.SUITE else f"{firmware} ({suite})"
+    BOOT_TIMES.setdefault(label, []).append(time.monotonic() - t0)
     return v
 
 
@@ -201,3 +206,76 @@ def verify_results(proc) -> dict[str, dict]:
         return {r["check"]: r for r in json.loads(proc.stdout)["results"]}
     except (ValueError, KeyError):
         raise AssertionError(out(proc)) from None
+
+
+# -- the config roles on one booted BIOS VM (tests/vm/test_vm_roles.py) --------------------------
+
+#: The roles ``configured_vm`` applies: config only (no base/conda/torch: minutes, not the
+#: workstation's 45+ under TCG).
+CONFIG_ROLES = "ssh,firewall,power,dualboot,unattended_upgrades"
+
+
+@dataclass
+class Configured:
+    vm: VMMOD.VM
+    inv: Path
+    data: dict
+    roles: str = CONFIG_ROLES
+
+
+@pytest.fixture(scope="session")
+def configured_vm(tmp_path_factory) -> Iterator[Configured]:
+    """Its own booted BIOS VM (8080 and one mirrored port forwarded) with only the config roles
+    applied (:data:`CONFIG_ROLES`), then rebooted (boot id checked), so the tests see what survives
+    a boot. Each step timed (TIMINGS). Powered off after the last test that uses it
+    (:func:`pytest_runtest_teardown`), so no two VMs of this session run at once."""
+    _require_vms()
+    VMMOD.vm_image("bios")
+    v = _boot(tmp_path_factory.mktemp("configured-vm"), "bios", "configured", forwards=(8080,), mirrored=1)
+    try:
+        data_uuid = v.ssh("sudo -n blkid -o value -s UUID /dev/vda2").stdout.strip()
+        data = {
+            "ssh_authorized_keys": [_pubkey(v.key_path)],
+            # every ssh from this machine reaches the VM from one address (10.0.2.2): no ufw limit
+            "firewall_ssh_limit": False,
+            "rtc_local": True, "grub_timeout": 7, "grub_default": "linux",
+            "data_disks": [{"uuid": data_uuid, "mount": "/mnt/data"}],
+        }
+        inv = inventory(v, tmp_path_factory.mktemp("configured") / "inv.py", **data)
+        r = dlrig("apply", str(inv), "--roles", CONFIG_ROLES, "--yes", timeout=1800,
+                  label=f"configured_vm: apply {CONFIG_ROLES}")
+        assert r.returncode == 0, out(r)
+        before = v.boot_id()
+        t0 = time.monotonic()
+        v.reboot()
+        TIMINGS["configured_vm: reboot"] = time.monotonic() - t0
+        assert v.boot_id() != before
+        yield Configured(v, inv, data)
+    finally:
+        v.stop()
+
+
+#: session VM fixtures powered off right after the last test that uses them (not at session end)
+_EARLY_STOP = ("configured_vm", "shared_vm", "workstation_vm")
+_LAST_USER = pytest.StashKey[list]()
+
+
+def pytest_collection_modifyitems(items):
+    last: dict[str, pytest.Item] = {}
+    for item in items:
+        for name in _EARLY_STOP:
+            if name in getattr(item, "fixturenames", ()):
+                last[name] = item
+    for name, item in last.items():
+        item.stash.setdefault(_LAST_USER, []).append(name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Stop a session VM after its last test (before pytest's own teardown): a VM idling under TCG
+    still takes CPU from the next one. Its fixture's finalizer stops it again (a no-op)."""
+    for name in item.stash.get(_LAST_USER, []):
+        v = (getattr(item, "funcargs", None) or {}).get(name)  # None: never set up (skip, error)
+        v = getattr(v, "vm", v)
+        if isinstance(v, VMMOD.VM):
+            v.stop()

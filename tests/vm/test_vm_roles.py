@@ -1,10 +1,12 @@
-"""Roles on the shared booted BIOS VM after the whole workstation was applied and the VM rebooted
-(the ``workstation`` fixture): what only a machine that runs systemd as PID 1, boots through GRUB
-and reboots can show. Tests run in file order; each leaves the VM booted and reachable by SSH.
+"""The config roles on a booted BIOS VM (the ``configured_vm`` fixture: ssh, firewall, power,
+dualboot and unattended_upgrades applied, then the VM rebooted): what only a machine that runs
+systemd as PID 1, boots through GRUB and reboots can show. Tests run in file order, the ones that
+reboot or move sshd last; each leaves the VM booted and reachable by SSH (on ``v.port``).
 
 Real here: qemu (TCG), GRUB (grub-pc), the Debian kernel, systemd, logind, timedated, ufw/iptables
-in the VM's own kernel, os-prober, the ntfs3 driver, sshd. Stand-ins: the "Windows" partitions hold
-only what os-prober reads (``bootmgr``, ``Boot/BCD``), so Windows is listed, never booted.
+in the VM's own kernel, os-prober, the ntfs3 driver, sshd, apt and unattended-upgrades. Stand-ins:
+the "Windows" partitions hold only what os-prober reads (``bootmgr``, ``Boot/BCD``), so Windows is
+listed, never booted; the packages offered to unattended-upgrade are FAKE (empty, our names).
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.helpers import apply, inventory, plan_changes
+from tests.vm.helpers import apply, dlrig, inventory, out, plan_changes
 
-# vm_full: not yet run green on this machine (see README, Tests); CI selects `vm and not vm_full`
-pytestmark = [pytest.mark.vm, pytest.mark.vm_full]
+pytestmark = pytest.mark.vm
 
 
-def test_power_suspend_refused_and_masks_survive_reboot(workstation):
-    v = workstation.vm  # rebooted after apply
+def test_config_roles_replan_to_zero_after_the_reboot(configured_vm):
+    c = configured_vm
+    assert plan_changes(c.inv, c.roles, "configured_vm: re-plan after reboot") == []
+
+
+def test_power_suspend_refused_and_masks_survive_reboot(configured_vm):
+    v = configured_vm.vm  # rebooted after apply
     for target in ("sleep", "suspend", "hibernate", "hybrid-sleep"):
         assert v.ssh(f"systemctl is-enabled {target}.target", check=False).stdout.strip() == "masked"
     before = v.boot_id()
@@ -53,8 +59,8 @@ def _http_ok(port: int) -> bool:
         return False
 
 
-def test_firewall_in_the_vm_kernel_refuses_unless_allowed(workstation, tmp_path):
-    v = workstation.vm
+def test_firewall_in_the_vm_kernel_refuses_unless_allowed(configured_vm, tmp_path):
+    v = configured_vm.vm
     status = v.ssh("sudo -n ufw status verbose").stdout  # enabled at boot by ufw.service
     assert "Status: active" in status and "Default: deny (incoming)" in status, status
     assert "ufw-user-input" in v.ssh("sudo -n iptables -S").stdout  # rules in the VM's kernel
@@ -67,7 +73,7 @@ def test_firewall_in_the_vm_kernel_refuses_unless_allowed(workstation, tmp_path)
         time.sleep(2)
         assert not _http_ok(port), "ufw let the forwarded port through without a rule"  # ... ufw blocks it
         assert v.ssh("true").returncode == 0  # SSH stays reachable
-        inv = inventory(v, tmp_path / "inv.py", **{**workstation.data, "firewall_allow": ["8080/tcp"]})
+        inv = inventory(v, tmp_path / "inv.py", **{**configured_vm.data, "firewall_allow": ["8080/tcp"]})
         apply(inv, "firewall", "firewall: allow 8080/tcp")
         deadline = time.monotonic() + 30
         while not _http_ok(port):
@@ -76,61 +82,6 @@ def test_firewall_in_the_vm_kernel_refuses_unless_allowed(workstation, tmp_path)
         assert plan_changes(inv, "firewall") == []
     finally:
         v.ssh("sudo -n systemctl stop dlrig-web", check=False)
-
-
-def test_dualboot_menu_rtc_and_data_disk_survive_reboot_and_a_missing_disk(workstation):
-    v = workstation.vm
-    uuid = workstation.data["data_disks"][0]["uuid"]
-    cfg = v.ssh("sudo -n cat /boot/grub/grub.cfg").stdout
-    assert "menuentry 'Windows" in cfg and "(on /dev/vda1)" in cfg, cfg[-3000:]  # os-prober found it
-    assert "set timeout=7" in cfg and 'set default="0"' in cfg
-    serial = v.serial_log.read_text(errors="replace")
-    last_boot = serial[serial.rindex("GNU GRUB"):]
-    assert "Windows 10" in last_boot.split("Booting `")[0], last_boot[:3000]  # GRUB's menu on the console
-    assert "automatically in 7s" in last_boot
-    assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout  # after the reboot
-    assert v.ssh("findmnt -no FSTYPE /mnt/data").stdout.strip() == "ntfs3"
-    assert "README.txt" in v.ssh("ls /mnt/data").stdout
-    fstab = v.ssh("cat /etc/fstab").stdout
-    assert f"UUID={uuid} /mnt/data ntfs3" in fstab and "nofail" in fstab
-    # the data partition goes away: the VM still boots (nofail), only that mount is missing
-    v.ssh("sudo -n umount /mnt/data && sudo -n sfdisk -q --no-reread --delete /dev/vda 2")
-    v.reboot()
-    assert v.ssh("findmnt /mnt/data", check=False).returncode != 0
-    assert v.ssh("test -b /dev/vda2", check=False).returncode != 0
-    state = v.ssh("systemctl is-system-running --wait", check=False).stdout.strip()
-    assert state in ("running", "degraded"), v.ssh("systemctl --failed", check=False).stdout
-    assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout
-
-
-def test_ssh_port_really_moves_sshd_and_the_live_session_survives(workstation, tmp_path):
-    v = workstation.vm
-    new = v.mirrored[0]  # forwarded to the same port in the VM
-    live = v.session(timeout=60)
-    try:
-        # step 1 (connected on 22): sshd listens on 22 and the new port as well; ufw allows both
-        inv1 = inventory(v, tmp_path / "step1.py", **{**workstation.data, "ssh_extra_ports": [new]})
-        apply(inv1, "ssh,firewall", "ssh: extra port")
-        assert f":{new} " in v.ssh("ss -Hltn").stdout
-        # step 2 (connected on the new port): port 22 goes
-        old_port, v.port = v.port, new
-        inv2 = inventory(v, tmp_path / "step2.py", **workstation.data)
-        apply(inv2, "ssh,firewall", "ssh: move to the new port")
-        listening = v.ssh("ss -Hltn").stdout
-        assert f":{new} " in listening and ":22 " not in listening, listening
-        assert "-p" not in v.ssh("cat /proc/$(pgrep -o -x sshd)/cmdline | tr '\\0' ' '").stdout.split()
-        _, stdout, _ = live.exec_command("echo still-here")  # the session from before the reload
-        assert stdout.read().decode().strip() == "still-here"
-        with socket.create_connection(("127.0.0.1", old_port), timeout=10) as s:
-            s.settimeout(10)
-            try:
-                banner = s.recv(64)
-            except OSError:  # reset: qemu found nothing listening on the VM's port 22
-                banner = b""
-            assert not banner.startswith(b"SSH-"), "sshd still answers on port 22"
-        assert plan_changes(inv2, "ssh,firewall") == []
-    finally:
-        live.close()
 
 
 def _fake_debs(root: Path) -> Path:
@@ -159,10 +110,14 @@ def _fake_debs(root: Path) -> Path:
 FAKE_PACKAGES = ("nvidia-kernel-dlrig-fake", "libnvidia-dlrig-fake", "dlrig-fake-tool")
 
 
-def test_unattended_upgrades_dry_run_leaves_held_and_blacklisted_packages(workstation, tmp_path):
+# vm_full (out of CI) until it runs green: on 2026-11-28 (load 11-13) the dry run over Debian's full
+# bookworm index (fetched by the apt-get update below) ran past the 900 s limit under TCG. Next: update
+# and dry-run with only the test repository's index (Dir::Etc::SourceList/SourceParts).
+@pytest.mark.vm_full
+def test_unattended_upgrades_dry_run_leaves_held_and_blacklisted_packages(configured_vm, tmp_path):
     """A real ``unattended-upgrade --dry-run`` with upgrades on offer from a local repository (its
     origin allowed for this test): it upgrades the free package only."""
-    v = workstation.vm
+    v = configured_vm.vm
     root = _fake_debs(tmp_path / "debs")
     tar = subprocess.run(["tar", "-C", str(root), "-c", "."], check=True, capture_output=True).stdout
     r = subprocess.run(v.ssh_argv("sudo -n mkdir -p /srv/dlrig-test && sudo -n tar -C /srv/dlrig-test -x"),
@@ -185,3 +140,83 @@ def test_unattended_upgrades_dry_run_leaves_held_and_blacklisted_packages(workst
         v.ssh(f"sudo -n apt-mark unhold {FAKE_PACKAGES[0]}; sudo -n dpkg -P {' '.join(FAKE_PACKAGES)}; "
               "sudo -n rm -rf /srv/dlrig-test /etc/apt/sources.list.d/dlrig-test.list "
               "/etc/apt/apt.conf.d/99dlrig-test-origin", check=False)
+
+
+def test_ssh_lockout_guard_leaves_sshd_untouched(configured_vm, tmp_path):
+    """A config that would lock pyinfra's own login out (``DenyUsers`` naming it) is refused before
+    any change: the drop-in byte for byte, the listening daemon (same pid, same ports) and logins."""
+    v = configured_vm.vm
+
+    def sshd_state() -> tuple[str, str, str]:
+        return (v.ssh("sudo -n sha256sum /etc/ssh/sshd_config.d/00-dlrig.conf").stdout,
+                v.ssh("cat /run/sshd.pid").stdout.strip(), v.ssh("ss -Hltn").stdout)
+
+    before = sshd_state()
+    inv = inventory(v, tmp_path / "inv.py",
+                    **{**configured_vm.data, "ssh_extra_config": [f"DenyUsers {v.user}"]})
+    r = dlrig("apply", str(inv), "--roles", "ssh", "--yes", label="ssh: lock-out refused")
+    text = r.stdout + r.stderr
+    assert r.returncode != 0, out(r)
+    assert "refusing before any change" in text and "DenyUsers" in text, out(r)
+    assert sshd_state() == before
+    assert v.ssh("true").returncode == 0  # a new login still works
+
+
+# vm_full (out of CI) until it runs green: on 2026-11-28 (load 11-13) GRUB listed Windows 10 with
+# timeout 7 and the RTC stayed local after the reboot, but /mnt/data was not mounted: systemd gave up on
+# /dev/disk/by-uuid/... after the role's x-systemd.device-timeout=10s ("Dependency failed") while udev
+# under TCG was slower than that. Next: a device timeout that fits a slow boot, in roles/dualboot.py.
+@pytest.mark.vm_full
+def test_dualboot_menu_rtc_and_data_disk_survive_reboot_and_a_missing_disk(configured_vm):
+    v = configured_vm.vm
+    uuid = configured_vm.data["data_disks"][0]["uuid"]
+    cfg = v.ssh("sudo -n cat /boot/grub/grub.cfg").stdout
+    assert "menuentry 'Windows" in cfg and "(on /dev/vda1)" in cfg, cfg[-3000:]  # os-prober found it
+    assert "set timeout=7" in cfg and 'set default="0"' in cfg
+    serial = v.serial_log.read_text(errors="replace")
+    last_boot = serial[serial.rindex("GNU GRUB"):]
+    assert "Windows 10" in last_boot.split("Booting `")[0], last_boot[:3000]  # GRUB's menu on the console
+    assert "automatically in 7s" in last_boot
+    assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout  # after the reboot
+    assert v.ssh("findmnt -no FSTYPE /mnt/data").stdout.strip() == "ntfs3"
+    assert "README.txt" in v.ssh("ls /mnt/data").stdout
+    fstab = v.ssh("cat /etc/fstab").stdout
+    assert f"UUID={uuid} /mnt/data ntfs3" in fstab and "nofail" in fstab
+    # the data partition goes away: the VM still boots (nofail), only that mount is missing
+    v.ssh("sudo -n umount /mnt/data && sudo -n sfdisk -q --no-reread --delete /dev/vda 2")
+    v.reboot()
+    assert v.ssh("findmnt /mnt/data", check=False).returncode != 0
+    assert v.ssh("test -b /dev/vda2", check=False).returncode != 0
+    state = v.ssh("systemctl is-system-running --wait", check=False).stdout.strip()
+    assert state in ("running", "degraded"), v.ssh("systemctl --failed", check=False).stdout
+    assert "RTC in local TZ: yes" in v.ssh("timedatectl").stdout
+
+
+def test_ssh_port_really_moves_sshd_and_the_live_session_survives(configured_vm, tmp_path):
+    v = configured_vm.vm
+    new = v.mirrored[0]  # forwarded to the same port in the VM
+    live = v.session(timeout=60)
+    try:
+        # step 1 (connected on 22): sshd listens on 22 and the new port as well; ufw allows both
+        inv1 = inventory(v, tmp_path / "step1.py", **{**configured_vm.data, "ssh_extra_ports": [new]})
+        apply(inv1, "ssh,firewall", "ssh: extra port")
+        assert f":{new} " in v.ssh("ss -Hltn").stdout
+        # step 2 (connected on the new port): port 22 goes
+        old_port, v.port = v.port, new
+        inv2 = inventory(v, tmp_path / "step2.py", **configured_vm.data)
+        apply(inv2, "ssh,firewall", "ssh: move to the new port")
+        listening = v.ssh("ss -Hltn").stdout
+        assert f":{new} " in listening and ":22 " not in listening, listening
+        assert "-p" not in v.ssh("cat /proc/$(pgrep -o -x sshd)/cmdline | tr '\\0' ' '").stdout.split()
+        _, stdout, _ = live.exec_command("echo still-here")  # the session from before the reload
+        assert stdout.read().decode().strip() == "still-here"
+        with socket.create_connection(("127.0.0.1", old_port), timeout=10) as s:
+            s.settimeout(10)
+            try:
+                banner = s.recv(64)
+            except OSError:  # reset: qemu found nothing listening on the VM's port 22
+                banner = b""
+            assert not banner.startswith(b"SSH-"), "sshd still answers on port 22"
+        assert plan_changes(inv2, "ssh,firewall") == []
+    finally:
+        live.close()

@@ -57,11 +57,10 @@ def test_nvidia_driver_on_debian_refuses_dkms_under_secure_boot_with_the_steps(u
 
 def test_dualboot_on_uefi_lists_windows_boot_manager_from_the_esp(uefi_vm, tmp_path):
     """os-prober (Debian 12's 1.81, ``mounted/efi/20microsoft``) lists the ESP's Windows only when
-    ``EFI/Microsoft/Boot`` holds both ``bootmgfw.efi`` and ``BCD``, as a real Windows ESP does.
-    The image's stand-in has only ``bootmgfw.efi`` (vmimage recipe unchanged to keep the cached
-    images); the BCD stand-in is added here, so os-prober itself decides, on the booted ESP."""
+    ``EFI/Microsoft/Boot`` holds both ``bootmgfw.efi`` and ``BCD``, as a real Windows ESP does; the
+    image's stand-in has both (vmimage._windows), and os-prober itself decides, on the booted ESP."""
     v = uefi_vm
-    v.ssh("printf 'regf' | sudo -n tee /boot/efi/EFI/Microsoft/Boot/BCD >/dev/null")
+    assert sorted(v.ssh("sudo -n ls /boot/efi/EFI/Microsoft/Boot").stdout.split()) == ["BCD", "bootmgfw.efi"]
     inv = inventory(v, tmp_path / "inv.py", grub_timeout=4, grub_default="windows")
     # 1st apply: no Windows entry in grub.cfg yet -> GRUB_DEFAULT=saved and update-grub finds it;
     # 2nd apply: grub_default=windows names that entry
