@@ -92,7 +92,11 @@ def ntfs_driver(choice: str, kernel: str | None) -> str:
 
 def fstab_line(disk: dict, uid: int, gid: int, driver: str) -> str:
     fs = disk.get("fs", "ntfs")
-    opts = ["nofail", "x-systemd.device-timeout=10s"]
+    # nofail: the boot never waits for the disk (the mount is only wanted by local-fs.target), so the
+    # device timeout only says how long the mount itself waits for a slow disk (an HDD spinning up, udev
+    # on a slow boot): 10 s lost the mount on a booted VM (tests/vm/test_vm_roles.py); 90 s is systemd's
+    # own default, written out so a missing disk's mount gives up at a known time.
+    opts = ["nofail", "x-systemd.device-timeout=90s"]
     if fs in UID_FS:
         opts = [f"uid={uid}", f"gid={gid}", "umask=022", *opts]
         if fs == "ntfs" and driver == "ntfs-3g":

@@ -175,15 +175,15 @@ def test_fstab_lines():
     ntfs = {"uuid": "01D9A1B2C3D4E5F6", "mount": "/mnt/windows"}
     assert dualboot.fstab_line(ntfs, 1000, 1000, "ntfs3") == (
         "UUID=01D9A1B2C3D4E5F6 /mnt/windows ntfs3 "
-        "uid=1000,gid=1000,umask=022,nofail,x-systemd.device-timeout=10s 0 0")
+        "uid=1000,gid=1000,umask=022,nofail,x-systemd.device-timeout=90s 0 0")
     assert dualboot.fstab_line(ntfs, 1001, 1002, "ntfs-3g") == (
         "UUID=01D9A1B2C3D4E5F6 /mnt/windows ntfs-3g "
-        "uid=1001,gid=1002,umask=022,nofail,x-systemd.device-timeout=10s,windows_names 0 0")
+        "uid=1001,gid=1002,umask=022,nofail,x-systemd.device-timeout=90s,windows_names 0 0")
     ext4 = {"uuid": "3f1c0b8e-7a52-4c1e-9d7b-2a1f0c9e8b71", "mount": "/data", "fs": "ext4",
             "options": "noatime"}
     assert dualboot.fstab_line(ext4, 1000, 1000, "ntfs3") == (
         "UUID=3f1c0b8e-7a52-4c1e-9d7b-2a1f0c9e8b71 /data ext4 "
-        "defaults,nofail,x-systemd.device-timeout=10s,noatime 0 2")
+        "defaults,nofail,x-systemd.device-timeout=90s,noatime 0 2")
 
 
 def test_fstab_lines_parse_with_findmnt(tmp_path):
