@@ -36,7 +36,9 @@ def _assert_verified(proc) -> None:
     assert not failed, failed
     gpu = {k: r for k, r in results.items() if k.startswith(GPU_CHECK_PREFIXES)}
     assert gpu, sorted(results)  # the GPU checks ran ...
-    for name, r in gpu.items():  # ... and were skipped, each with its reason
+    # ... torch (the CPU build) imports; every check that needs the GPU stack is skipped with its reason
+    assert gpu.pop("gpu::torch_imports")["result"] == "passed", results.get("gpu::torch_imports")
+    for name, r in gpu.items():
         assert r["result"] == "skipped" and r["reason"], (name, r)
     assert sum(r["result"] == "passed" for r in results.values()) >= 10, results
 
