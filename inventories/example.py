@@ -88,7 +88,7 @@ hosts = [
             # "power_wol_interface": None,  # a string or None: enable wake-on-LAN (magic packet) on this interface, e.g. 'enp3s0'
             # --- dualboot ---
             # "data_disks": [],  # a list of dict: disks to mount at boot: [{'uuid', 'mount', 'fs' (default ntfs), 'options'}]
-            # "dualboot_ntfs_driver": 'auto',  # one of 'auto', 'ntfs3', 'ntfs-3g': NTFS driver: 'auto' (ntfs3 from Linux 5.15, else ntfs-3g), 'ntfs3' or 'ntfs-3g'
+            # "dualboot_ntfs_driver": 'auto',  # one of 'auto', 'ntfs3', 'ntfs-3g': NTFS driver: 'auto' (ntfs3 from Linux 5.15, else and on Debian 12 ntfs-3g), 'ntfs3' or 'ntfs-3g'
             # "grub_default": 'linux',  # a string: boot entry by default: 'linux' (first), 'saved' (last booted), 'windows', or a menu title
             # "grub_timeout": 5,  # an integer from 0 to 600: seconds GRUB's menu waits
             # "rtc_local": False,  # True or False: keep the hardware clock in local time as Windows does (True on dual-boot rigs)

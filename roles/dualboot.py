@@ -10,8 +10,8 @@
   any menu title / ``"1>2"`` id), ``GRUB_TIMEOUT`` and a visible menu; ``os-prober`` installed;
   ``update-grub`` runs only when the drop-in or os-prober changed.
 * ``data_disks``: fstab lines by UUID with ``nofail`` (a missing disk never stops the boot), in
-  a marked block of /etc/fstab. NTFS uses the kernel's ntfs3 driver from Linux 5.15 on (else
-  ntfs-3g) with the owner's uid/gid. A volume Windows left hibernated or dirty (Fast Startup)
+  a marked block of /etc/fstab. NTFS uses the kernel's ntfs3 driver from Linux 5.15 on (else, and
+  on Debian 12, whose kernel has no ntfs3: ntfs-3g) with the owner's uid/gid. A volume Windows left hibernated or dirty (Fast Startup)
   mounts read-only or not at all: a warning says so (``ntfs-3g.probe --readwrite``, read-only).
   Disks are mounted at the next boot (or ``mount -a``); dlrig does not mount them while applying.
 """
@@ -33,6 +33,7 @@ from pyinfra.operations import files, server
 from dlrig.engine import aptget
 from dlrig.engine.facts import AdjtimeContents, GrubMenuEntries, NtfsVolumeState, fact
 from dlrig.engine.hostdata import owner
+from dlrig.engine.stack import host_os
 
 GRUB_DROPIN = "/etc/default/grub.d/99-dlrig.cfg"
 FSTAB = "/etc/fstab"
@@ -82,10 +83,18 @@ def render_grub(*, default: str, savedefault: bool, timeout: int) -> str:
     )
 
 
-def ntfs_driver(choice: str, kernel: str | None) -> str:
+#: OSes whose stock kernel is built without ntfs3 (so "auto" means ntfs-3g there whatever the kernel's
+#: version): Debian 12's linux-image-6.1 has "# CONFIG_NTFS3_FS is not set"
+#: (tools/sources/debian/kernel-ntfs3.txt; a booted Debian 12 VM: "unknown filesystem type 'ntfs3'").
+NO_NTFS3 = ("debian-12",)
+
+
+def ntfs_driver(choice: str, kernel: str | None, os: str | None = None) -> str:
     """``ntfs3`` or ``ntfs-3g`` (the fstab type)."""
     if choice != "auto":
         return choice
+    if os in NO_NTFS3:
+        return "ntfs-3g"
     m = re.match(r"(\d+)\.(\d+)", kernel or "")
     return "ntfs3" if m and (int(m.group(1)), int(m.group(2))) >= (5, 15) else "ntfs-3g"
 
@@ -160,7 +169,7 @@ def dualboot():
     if info is None:
         raise DeployError(f"dualboot: owner {user} does not exist on {host.name}: data_disks need "
                           "their uid/gid; create the user or set workstation_user")
-    driver = ntfs_driver(host.data.dualboot_ntfs_driver, fact(KernelVersion))
+    driver = ntfs_driver(host.data.dualboot_ntfs_driver, fact(KernelVersion), host_os())
     for d in disks:
         files.directory(name=f"mount point {d['mount']}", path=d["mount"])
     files.block(name="data_disks in /etc/fstab (by UUID, nofail)", path=FSTAB, marker=FSTAB_MARKER,

@@ -56,6 +56,6 @@ DEFAULTS = declare(
             "disks to mount at boot: [{'uuid', 'mount', 'fs' (default ntfs), 'options'}]",
             item_kind="dict", check=_check_disks),
     Setting("dualboot_ntfs_driver", "auto", "str",
-            "NTFS driver: 'auto' (ntfs3 from Linux 5.15, else ntfs-3g), 'ntfs3' or 'ntfs-3g'",
+            "NTFS driver: 'auto' (ntfs3 from Linux 5.15, else and on Debian 12 ntfs-3g), 'ntfs3' or 'ntfs-3g'",
             choices=("auto", "ntfs3", "ntfs-3g")),
 )

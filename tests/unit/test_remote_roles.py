@@ -171,6 +171,18 @@ def test_ntfs_driver_follows_kernel(kernel, driver):
     assert dualboot.ntfs_driver("ntfs-3g", "6.8.0") == "ntfs-3g"
 
 
+def test_ntfs_driver_is_ntfs_3g_where_the_recorded_kernel_config_has_no_ntfs3():
+    """Debian 12's kernel package config, recorded from Debian's archive: ntfs3 is not built, so "auto"
+    must not write ntfs3 there (a booted Debian 12 VM refused it: unknown filesystem type)."""
+    from pathlib import Path
+
+    record = (Path(__file__).resolve().parents[2] / "tools/sources/debian/kernel-ntfs3.txt").read_text()
+    assert "# CONFIG_NTFS3_FS is not set" in record and "linux-image-6.1.0-" in record
+    assert dualboot.ntfs_driver("auto", "6.1.0-27-amd64", "debian-12") == "ntfs-3g"
+    assert dualboot.ntfs_driver("ntfs3", "6.1.0-27-amd64", "debian-12") == "ntfs3"  # an explicit choice stands
+    assert dualboot.ntfs_driver("auto", "6.8.0-45-generic", "ubuntu-24.04") == "ntfs3"
+
+
 def test_fstab_lines():
     ntfs = {"uuid": "01D9A1B2C3D4E5F6", "mount": "/mnt/windows"}
     assert dualboot.fstab_line(ntfs, 1000, 1000, "ntfs3") == (
