@@ -60,7 +60,10 @@ def _state_path(address: str) -> Path:
 
 
 def _port_free(address: str, port: int) -> bool:
+    """Could a server bind ``address:port`` now? With SO_REUSEADDR, as sshd binds: a listener there
+    makes it fail, a TIME_WAIT left by a stopped host's closed connections does not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address, port))
         except OSError:
