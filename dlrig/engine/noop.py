@@ -110,10 +110,15 @@ def _environment() -> dict[str, str]:
             if k.startswith(("PYINFRA", "DLRIG")) and k != ENV and k != "DLRIG_SUDO_PASSWORD"}
 
 
-def inputs_digest(code: str, name: str, data: dict[str, Any], groups: list[str], pyinfra_data: dict[str, Any],
-                  mode: str) -> str:
-    """One digest of what is given to pyinfra for this host: code, host data, options, mode."""
-    payload = {"v": VERSION, "code": code, "host": name, "data": data, "groups": list(groups),
+def inputs_digest(code: str, name: str, data: dict[str, Any], pyinfra_data: dict[str, Any], mode: str) -> str:
+    """One digest of what is given to pyinfra for this host: code, host data, options, mode.
+
+    Not the host's groups: a group shapes a plan only through its data (group data is in ``data``)
+    or through code that reads ``host.groups``, which no role or deploy does
+    (tests/unit/test_noop.py guards it). pyinfra names a group after the inventory file, so with the
+    groups in, the same host in two inventories (one.py, four.py) kept replacing its record and
+    never hit."""
+    payload = {"v": VERSION, "code": code, "host": name, "data": data,
                "options": pyinfra_data, "mode": mode, "env": _environment()}
     return _sha(json.dumps(payload, sort_keys=True, default=repr).encode())
 
@@ -246,7 +251,7 @@ def check(hosts: list, mode: str, pyinfra_data: dict[str, Any], connect=None) ->
             continue
         if code is None:
             code = code_digest()
-        if inputs_digest(code, h.name, h.data, h.groups, pyinfra_data, mode) != record.get("inputs"):
+        if inputs_digest(code, h.name, h.data, pyinfra_data, mode) != record.get("inputs"):
             continue
         if any(file_digest(p) != d for p, d in (record.get("files") or {}).items()):
             continue
@@ -280,7 +285,7 @@ def remember(out_dir: str, hosts: list, mode: str, pyinfra_data: dict[str, Any],
         if code is None:
             code = code_digest()
         promote(out_dir, h.name, h.data, mode,
-                inputs_digest(code, h.name, h.data, h.groups, pyinfra_data, mode), converged[h.name])
+                inputs_digest(code, h.name, h.data, pyinfra_data, mode), converged[h.name])
 
 
 @contextlib.contextmanager

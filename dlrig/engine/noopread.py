@@ -108,7 +108,6 @@ class Collector:
             except OSError:
                 now = None
             if now is None or (now.st_size, now.st_mtime_ns, now.st_ino) != st:  # changed while read
-                if os.environ.get("XDBG"): print("CHANGED", path, file=sys.stderr)
                 self.ok = False
                 break
             files[path] = file_digest(path)

@@ -6,6 +6,8 @@ and the child's audit hook are real."""
 
 from __future__ import annotations
 
+import re
+
 import fcntl
 import json
 import os
@@ -90,13 +92,34 @@ def test_apply_replay_misses_while_another_apply_holds_the_lock(tmp_path):
 
 
 def test_inputs_digest_follows_every_input():
-    base = dict(code="c", name="h1", data={"ssh_port": 22, "base_packages": ["jq"]}, groups=["g"],
+    base = dict(code="c", name="h1", data={"ssh_port": 22, "base_packages": ["jq"]},
                 pyinfra_data={"dlrig_roles": ["base"]}, mode="plan")
     d0 = noop.inputs_digest(**base)
     assert d0 == noop.inputs_digest(**dict(base, data={"base_packages": ["jq"], "ssh_port": 22}))
     for change in ({"code": "c2"}, {"name": "h2"}, {"data": {"ssh_port": 22, "base_packages": ["jq", "git"]}},
-                   {"groups": []}, {"pyinfra_data": {"dlrig_roles": ["base", "ssh"]}}, {"mode": "apply"}):
+                   {"pyinfra_data": {"dlrig_roles": ["base", "ssh"]}}, {"mode": "apply"}):
         assert noop.inputs_digest(**dict(base, **change)) != d0, change
+
+
+def test_the_same_host_in_two_inventory_files_has_one_digest(tmp_path):
+    """pyinfra adds a group named after the inventory file: it must not make the same host with the
+    same data a different input (a record written from one.py is hit from four.py)."""
+    from dlrig.engine.inventory import load_inventory
+
+    entry = '("@dlrig-ssh/h1", {"ssh_hostname": "127.0.9.1", "ssh_user": "root", "base_packages": ["jq"]})'
+    (tmp_path / "one.py").write_text(f"hosts = [{entry}]\n")
+    (tmp_path / "four.py").write_text(f'hosts = [{entry}, ("@dlrig-ssh/h2", {{"ssh_hostname": "127.0.9.2"}})]\n')
+    one, four = (load_inventory(str(tmp_path / f), {})[0] for f in ("one.py", "four.py"))
+    assert one.groups != four.groups  # pyinfra's file-name group
+    assert (noop.inputs_digest("c", one.name, one.data, {}, "plan")
+            == noop.inputs_digest("c", four.name, four.data, {}, "plan"))
+
+
+def test_no_role_or_deploy_reads_host_groups():
+    """Why the inputs digest may leave the groups out (noop.inputs_digest): nothing plans by them."""
+    readers = [str(p.relative_to(ROOT)) for d in ("roles", "deploys", "dlrig/engine", "dlrig/gpu")
+               for p in (ROOT / d).rglob("*.py") if re.search(r"\bhost\.groups\b(?!``)", p.read_text())]
+    assert readers == [], readers
 
 
 def _copy_checkout(dest: Path) -> Path:
