@@ -30,6 +30,7 @@ import glob
 import hashlib
 import os
 import re
+import resource
 import shlex
 import statistics
 import subprocess
@@ -54,11 +55,17 @@ BREAKDOWN: list = []  # --first-run: (what, seconds, its longest steps)
 BEFORE: list[str] = [""]  # --before: another dlrig's python (e.g. one installed from the main branch)
 
 
+#: The children's environment: as a user's, Python writes and reuses bytecode (a shell that sets
+#: PYTHONDONTWRITEBYTECODE, as this sandbox does, would time the checkout's dlrig compiled from source
+#: at every start: --help 0.18 s instead of 0.10 s here).
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(cmd: list[str], timeout: int = 3600) -> float:
     """Seconds ``cmd`` took; a command of the --before dlrig runs outside this checkout."""
     start = time.monotonic()
     cwd = "/" if cmd and cmd[0] == BEFORE[0] else ROOT
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=CHILD_ENV)
     took = time.monotonic() - start
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
@@ -79,6 +86,14 @@ def stock(inv: Path) -> Path:
     out = inv.with_name(inv.stem + "-stock.py")
     out.write_text(inv.read_text().replace("'@dlrig-ssh/", "'"))
     return out
+
+
+def cpu_seconds(cmd: list[str]) -> float:
+    """CPU seconds (user + system) that ``cmd`` and its children used on this machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def medians(variants: dict[str, list[str]], repeats: int) -> dict[str, float]:
@@ -268,15 +283,23 @@ def main() -> None:
                          "4 slow": dlrig("plan", str(inv4), "--roles", LIGHT, "--json", "--no-fast")}, args.repeats)
             rows.append(("no-op dlrig plan, light workstation: 4 hosts", m["4"], "1 host", m["1"], args.repeats))
             rows.append(("the same with --no-fast: 4 hosts", m["4 slow"], "1 host", m["1 slow"], args.repeats))
+            # the test hosts run their fact commands on this machine's CPUs too: dlrig's own share is its
+            # CPU time (user + system of dlrig and its children, not of the hosts' sshd)
+            cpu = {k: statistics.median(cpu_seconds(dlrig("plan", str(i), "--roles", LIGHT, "--json"))
+                                        for _ in range(args.repeats)) for k, i in (("1", inv1), ("4", inv4))}
+            rows.append(("the same, dlrig's CPU seconds: 4 hosts", round(cpu["4"], 2), "1 host", round(cpu["1"], 2),
+                         args.repeats))
             rows.append(("facts/distinct/SSH commands, light no-op", "%d/%d/%d" % counts(inv1, LIGHT), "", "", 1))
             light = {"help": ["--help"], "check": ["check", str(stock1)], "resolve": ["resolve", "--gpu", "10de:1e84"]}
             variants = {k: dlrig(*a) for k, a in light.items()}
+            variants["python"] = [sys.executable, "-c", "pass"]  # this interpreter's own start, for scale
             if args.before:
                 variants.update({f"before {k}": [*BEFORE, *a] for k, a in light.items()})
             m = medians(variants, args.repeats)
             for k in light:
                 rows.append((f"dlrig {k} (no host)", m[k], "before" if args.before else "",
                              m.get(f"before {k}", ""), args.repeats))
+            rows.append(("python -c pass (the interpreter alone)", m["python"], "", "", args.repeats))
             if args.first_run:
                 first_run(pool, work, args.repeats, rows)
         finally:
