@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from dlrig.testing.vmimage import DATA_SERIAL
 from tests.vm.helpers import apply, dlrig, inventory, out, plan_changes
 
 pytestmark = pytest.mark.vm
@@ -183,6 +184,8 @@ def test_ssh_lockout_guard_leaves_sshd_untouched(configured_vm, tmp_path):
 def test_dualboot_menu_rtc_and_data_disk_survive_reboot_and_a_missing_disk(configured_vm):
     v = configured_vm.vm
     uuid = configured_vm.data["data_disks"][0]["uuid"]
+    assert uuid == DATA_SERIAL  # the data partition's own serial, not the system partition's
+    assert v.ssh("sudo -n blkid -o value -s UUID /dev/vda1").stdout.strip() != uuid
     cfg = v.ssh("sudo -n cat /boot/grub/grub.cfg").stdout
     assert "menuentry 'Windows" in cfg and "(on /dev/vda1)" in cfg, cfg[-3000:]  # os-prober found it
     assert "set timeout=7" in cfg and 'set default="0"' in cfg
