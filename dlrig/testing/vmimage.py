@@ -62,6 +62,7 @@ MIB = 1024 * 1024
 #: (label, size in MiB) of p1 and p2; p3 (root) takes the rest of DISK_MIB.
 SYSTEM_MIB, DATA_MIB, DISK_MIB = 64, 32, 12 * 1024
 FIRST_MIB = 1  # p1 starts here; BIOS: core.img lives in the gap before it
+DATA_SERIAL = "D1A6DA7ADA7A0002"  # the data partition's NTFS serial (its blkid UUID)
 DATA_LABEL = "DLRIGDATA"
 #: The kernel command line: serial console (serial_log) and stable interface names.
 CMDLINE = "console=ttyS0,115200 net.ifnames=0"
@@ -317,6 +318,10 @@ def _windows(system: Path, data: Path, firmware: str, tmp: Path) -> None:
         bcd_file.write_bytes(b"regf" + b"\0" * 60 + bcd)
         _run(["mcopy", "-i", str(system), str(bcd_file), "::/EFI/Microsoft/Boot/BCD"], "mcopy BCD")
     _run(["mkntfs", "-q", "-F", "-f", "-L", DATA_LABEL, str(data)], "mkntfs data")
+    # mkntfs seeds its volume serial from the clock: two partitions made in the same second get the
+    # same serial, i.e. the same UUID in /dev/disk/by-uuid (seen: both 36AD34EC4A507A78), and the
+    # data disk's fstab line then mounts the Windows system partition. Give the data partition its own.
+    _run(["ntfslabel", "--new-serial=" + DATA_SERIAL, str(data)], "ntfslabel --new-serial data")
     _run(["ntfs-3g", str(data), str(mnt)], "ntfs-3g mount")
     try:
         (mnt / "README.txt").write_text("dlrig test VM data partition\n")
