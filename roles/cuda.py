@@ -22,6 +22,16 @@ PROFILE = "/etc/profile.d/dlrig-cuda.sh"
 DISTRO_HOME = "/usr/lib/nvidia-cuda-toolkit"
 
 
+def added_sources() -> list[aptget.AddedSource]:
+    """The apt sources this role adds in the run: NVIDIA's repository for ``cuda_source`` nvidia."""
+    from dlrig.roles.nvidia_driver import nvidia_repo
+
+    if setting("cpu_only"):
+        return []
+    res = resolve_host()
+    return [nvidia_repo(res.os)] if res.cuda.source == "nvidia" else []
+
+
 @deploy("cuda", data_defaults=DEFAULTS)
 def cuda():
     if setting("cpu_only"):
@@ -31,7 +41,7 @@ def cuda():
     res = resolve_host()
     c = res.cuda
     packages = apt_names.cuda(c.version, c.source)
-    repo_ops = ensure_nvidia_repo(res.os) if c.source == "nvidia" else []
+    repo_ops = ensure_nvidia_repo(res.os) if added_sources() else []
     aptget.install(f"CUDA toolkit {c.version} ({c.source})", packages, recommends=c.source != "nvidia",
                    repo_ops=repo_ops, what="CUDA toolkit")
 

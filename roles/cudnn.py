@@ -21,6 +21,17 @@ from dlrig.gpu import packages as apt_names
 PIN = "/etc/apt/preferences.d/dlrig-cudnn"
 
 
+def added_sources() -> list[aptget.AddedSource]:
+    """The apt sources this role adds in the run: NVIDIA's repository where CUDA comes from it
+    (the cuDNN pin changes no version's availability: it only raises the pinned ones)."""
+    from dlrig.roles.nvidia_driver import nvidia_repo
+
+    if setting("cpu_only") or not setting("cudnn_install"):
+        return []
+    res = resolve_host()
+    return [nvidia_repo(res.os)] if res.cuda.source == "nvidia" else []
+
+
 @deploy("cudnn", data_defaults=DEFAULTS)
 def cudnn():
     if setting("cpu_only") or not setting("cudnn_install"):
@@ -31,7 +42,7 @@ def cudnn():
     c = res.cudnn
     packages = apt_names.cudnn(c.packages, setting("cudnn_dev"))
     repo_ops = []
-    if res.cuda.source == "nvidia":
+    if added_sources():
         repo_ops = ensure_nvidia_repo(res.os)
     if c.pin:
         repo_ops.append(files.template(

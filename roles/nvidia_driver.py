@@ -66,29 +66,32 @@ def repo_url(os_name: str) -> str:
     return f"{setting('nvidia_repo_url').rstrip('/')}/{OSES[os_name]['repo']}/{repo_arch()}"
 
 
-def ensure_nvidia_repo(os_name: str) -> list:
-    """NVIDIA's CUDA repository with its key under signed-by; the op results (for ``_if``).
+def nvidia_repo(os_name: str) -> aptget.AddedSource:
+    """NVIDIA's CUDA repository as the roles add it: the list under signed-by (its key only), the
+    key's URL and checksum. Not the cuda-keyring .deb: it writes its own list pointing at
+    developer.download.nvidia.com, which a mirror (``nvidia_repo_url``) must not get. Same key, same
+    signed-by, our URL."""
+    from pyinfra.api.util import get_template
 
-    Not the cuda-keyring .deb: it writes its own list pointing at developer.download.nvidia.com,
-    which a mirror (``nvidia_repo_url``) must not get. Same key, same signed-by, our URL.
-    """
+    url = repo_url(os_name)
+    text = get_template(template("nvidia-repo.list.j2")).render(
+        keyring=KEYRING, fingerprint=setting("nvidia_repo_key_fingerprint"), url=url)
+    return aptget.AddedSource(name="NVIDIA CUDA repository", path=REPO_LIST, text=text, keyring=KEYRING,
+                              key_url=setting("nvidia_repo_key_url") or f"{url}/3bf863cc.pub",
+                              key_sha256=setting("nvidia_repo_key_sha256") or "")
+
+
+def ensure_nvidia_repo(os_name: str) -> list:
+    """NVIDIA's CUDA repository (:func:`nvidia_repo`) with its key; the op results (for ``_if``)."""
     done = getattr(host, "_dlrig_nvidia_repo", None)
     if done is not None:  # an earlier role of this run added it (and updated apt after it)
         return []
-    url = repo_url(os_name)
+    src = nvidia_repo(os_name)
     ops = [
         files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", mode="755", **ROOT_OWNED),
-        *_repo_key(setting("nvidia_repo_key_url") or f"{url}/3bf863cc.pub", setting("nvidia_repo_key_sha256")),
-        files.template(
-            name="NVIDIA CUDA repository (signed-by)",
-            src=template("nvidia-repo.list.j2"),
-            dest=REPO_LIST,
-            keyring=KEYRING,
-            fingerprint=setting("nvidia_repo_key_fingerprint"),
-            url=url,
-            mode="644",
-            **ROOT_OWNED,
-        ),
+        *_repo_key(src.key_url, src.key_sha256 or None),
+        files.put(name="NVIDIA CUDA repository (signed-by)", src=StringIO(src.text), dest=src.path, mode="644",
+                  **ROOT_OWNED),
     ]
     host._dlrig_nvidia_repo = ops
     return ops
@@ -218,10 +221,10 @@ def nvidia_driver():
         )
 
     repo_ops = []
-    if d.source == "debian":
-        repo_ops += _debian_nonfree(res)
+    for src in added_sources():  # NVIDIA's repository (with its key), or Debian's non-free list
+        repo_ops += ensure_nvidia_repo(res.os) if src.path == REPO_LIST else [
+            files.put(name=src.name, src=StringIO(src.text), dest=src.path, mode="644", **ROOT_OWNED)]
     if d.source == "nvidia":
-        repo_ops += ensure_nvidia_repo(res.os)
         repo_ops.append(files.template(
             name=f"pin the driver to branch {d.branch}",
             src=template("nvidia-apt-pin.j2"),
@@ -269,8 +272,21 @@ def nvidia_driver():
         )
 
 
-def _debian_nonfree(res: Resolution) -> list:
-    """Debian: contrib non-free non-free-firmware next to the host's main repository."""
+def added_sources() -> list[aptget.AddedSource]:
+    """The apt sources this role adds in the run (the role writes them; ``apply --locked`` reads
+    them first into a temporary apt state, see :func:`dlrig.engine.aptget.moved`)."""
+    if setting("cpu_only"):
+        return []
+    res = resolve_host()
+    if res.driver.source == "nvidia":
+        return [nvidia_repo(res.os)]
+    if res.driver.source == "debian":
+        return [s for s in [_debian_nonfree()] if s]
+    return []
+
+
+def _debian_nonfree() -> aptget.AddedSource | None:
+    """Debian: contrib non-free non-free-firmware next to the host's main repository (None: there)."""
     sources = fact(AptSources) or []
     have: set[str] = set()
     mirror = None
@@ -284,17 +300,13 @@ def _debian_nonfree(res: Resolution) -> list:
         have |= comps
     need = ["contrib", "non-free", "non-free-firmware"]
     if all(c in have for c in need):
-        return []
+        return None
     dist = fact(LinuxDistribution) or {}
     codename = (dist.get("release_meta") or {}).get("VERSION_CODENAME") or "bookworm"
-    return [files.put(
-        name="Debian contrib non-free non-free-firmware",
-        src=StringIO(f"# Managed by dlrig (role nvidia_driver)\ndeb {mirror or 'http://deb.debian.org/debian'} "
-                      f"{codename} {' '.join(need)}\n"),
-        dest=NONFREE_LIST,
-        mode="644",
-        **ROOT_OWNED,
-    )]
+    return aptget.AddedSource(
+        name="Debian contrib non-free non-free-firmware", path=NONFREE_LIST,
+        text=f"# Managed by dlrig (role nvidia_driver)\ndeb {mirror or 'http://deb.debian.org/debian'} "
+             f"{codename} {' '.join(need)}\n")
 
 
 MOK_PASSWORD_FILE = "/var/lib/dlrig/mok-password"

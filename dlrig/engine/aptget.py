@@ -5,12 +5,17 @@ most, and the one place that decides which version of a package is installed.
 else none, i.e. the package the role resolved at apt's candidate under the role's own pins.
 :func:`install` is the one transaction of a role. A no-op reads the package list once per host and
 run (``engine.facts.fact``'s memo) and adds no operation; under ``--locked`` it also reads, once per
-run, where each locked version is (:class:`~dlrig.engine.lockfacts.LockedDebs`, shared by all roles).
+run, where each locked version is (:class:`~dlrig.engine.lockfacts.LockedDebs`, shared by all roles)
+and, for one in neither cache_dir nor a configured source, what the sources this run adds offer
+(:class:`~dlrig.engine.lockfacts.AddedSourceDebs`, a temporary apt state): a locked version in none
+of them is refused before anything changes.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import asdict, dataclass
+from importlib import import_module
 from typing import Any
 
 from pyinfra import host
@@ -22,11 +27,27 @@ from pyinfra.operations.util import any_changed
 from dlrig.engine import download, lockfile
 from dlrig.engine.facts import fact
 from dlrig.engine.hostdata import setting
-from dlrig.engine.lockfacts import LockedDebs, where_script
+from dlrig.engine.lockfacts import AddedSourceDebs, LockedDebs, where_script
 
-#: Roles whose packages come from sources they add in the run (a locked version of theirs may be
-#: in no configured source until then: base leaves those to them instead of refusing).
-SOURCE_ROLES = ("nvidia_driver", "cuda", "cudnn")
+#: Roles whose packages come from apt sources they add in the run (a locked version of theirs may
+#: be in no configured source until then), each module's ``added_sources()`` saying which: the
+#: role writes those, and ``apply --locked`` reads them first (:func:`moved`).
+SOURCE_ROLES = {"nvidia_driver": "dlrig.roles.nvidia_driver", "cuda": "dlrig.roles.cuda",
+                "cudnn": "dlrig.roles.cudnn"}
+
+
+@dataclass(frozen=True)
+class AddedSource:
+    """An apt source a role adds in the run, exactly as the role writes it: the list file ``path``
+    with ``text``; ``keyring``: the key file ``text`` names (signed-by), which the role fetches from
+    ``key_url`` (checked against ``key_sha256`` when set); empty for a source the host's keys sign."""
+
+    name: str
+    path: str
+    text: str
+    keyring: str = ""
+    key_url: str = ""
+    key_sha256: str = ""
 
 _UPDATED = "_dlrig_apt_updated"  # host attribute: this run already has an apt-get update
 _CLAIMED = "_dlrig_locked_claimed"  # host attribute: locked packages an earlier transaction installs
@@ -74,6 +95,44 @@ def archives() -> str:
 def locked_sources() -> dict[str, Any]:
     """Where each locked package not installed at its version is (one fact read per host and run)."""
     return fact(LockedDebs, archives=archives(), wanted=lockfile.apt_wanted(lock_entry() or {}))
+
+
+def run_sources() -> list[AddedSource]:
+    """The apt sources the roles of this run add (each once, in run order)."""
+    from dlrig.engine.catalogue import parse_roles
+
+    out: dict[str, AddedSource] = {}
+    for role in parse_roles(host.data.get("dlrig_roles")):
+        if role in SOURCE_ROLES:
+            for src in import_module(SOURCE_ROLES[role]).added_sources():
+                out.setdefault(src.path, src)
+    return list(out.values())
+
+
+def moved() -> dict[str, str]:
+    """Locked packages not at their version whose version is in none of: ``cache_dir``'s archives,
+    the apt sources configured now, the sources this run adds (read into a temporary apt state on
+    the host, before any change: :func:`dlrig.engine.lockfacts.added_sources_script`). Lock key ->
+    ``locked VER, available: ...`` (and why, where an added source could not be read)."""
+    missing = locked_sources()["missing"]
+    sources = run_sources() if missing else []
+    if not sources:
+        return dict(missing)
+    apt_set = lock_entry()["apt"]
+    offer = fact(AddedSourceDebs, wanted={k: apt_set[k] for k in sorted(missing)},
+                 sources=[asdict(s) for s in sources])
+    out = {}
+    for key, why in missing.items():
+        offered = offer["versions"].get(key, [])
+        if apt_set[key] in offered and not offer["errors"]:
+            continue  # a source of this run has it: the role installs it once that source is in
+        now = why.split("available: ", 1)[1] if "available: " in why else "none"
+        available = [v for v in now.split(",") if v and v != "none"]
+        available += [v for v in offered if v not in available]
+        out[key] = f"locked {apt_set[key]}, available: {','.join(available) or 'none'}"
+        if offer["errors"]:
+            out[key] += " (" + "; ".join(offer["errors"]) + ")"
+    return out
 
 
 # --- the transaction ----------------------------------------------------------------------------
@@ -173,8 +232,8 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
                    unlocked: list[str] | tuple = (), removed: list[str] | tuple = ()):
     """``packages`` at the lock's versions, plus the locked packages no earlier transaction of this
     run could install (their source may be one of this role's). Refuses before any change when a
-    package is not in the lock, or its version is in no source and this run changes none; at run
-    time when a source of this run does not have it either.
+    package is not in the lock, or its version is in no source, those this run adds included
+    (:func:`moved`); the install decides where from again when it runs (after this run's changes).
 
     ``removed``: an earlier operation of this run purges these (and apt with them whatever depends
     on them), so what was at its locked version while planning may be gone when this runs: then
@@ -198,10 +257,10 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
     if not must and not optional and not unlocked:
         update(False, repo_ops, what)
         return None
-    gone = {k: where["missing"][k] for k in must if standing.get(k) == "missing"}
-    if gone and not repo_ops and not getattr(host, _SOURCES, []):  # no source of this run can bring them
-        moved = "; ".join(f"{p}: {why}" for p, why in sorted(gone.items()))
-        raise DeployError(f"{host.name}: " + REFUSAL.format(moved=moved))
+    gone = moved() if any(standing.get(k) == "missing" for k in must) else {}
+    gone = {k: gone[k] for k in must if k in gone}
+    if gone:  # in no source, those this run adds included: refused before any change
+        raise DeployError(f"{host.name}: " + REFUSAL.format(moved=_moved_text(gone)))
     need_lists = bool(unlocked) or any(standing.get(k) != "cached" for k in {**must, **optional})
     update(need_lists, repo_ops if need_lists else (), what)
     # sure to be there after this transaction: what must be, and what may be and is in a source now
@@ -210,18 +269,19 @@ def install_locked(name: str, packages: list[str], *, repo_ops: list | tuple = (
                                                              total=False)])
 
 
+def _moved_text(gone: dict[str, str]) -> str:
+    return "; ".join(f"{p}: {why}" for p, why in sorted(gone.items()))
+
+
 def install_lock(name: str):
     """base under ``--locked``: every locked package not at its version that is in cache_dir or a
     configured source now, in one transaction, without ``apt-get update`` (works offline). One that
-    is in neither is left to a later role of this run that adds sources (:data:`SOURCE_ROLES`), or
-    refused before any change."""
-    from dlrig.engine.catalogue import parse_roles
-
+    is in neither is left to the role of this run that adds a source that has it (:data:`SOURCE_ROLES`,
+    read first by :func:`moved`), or refused before any change."""
     where = locked_sources()
-    later = not setting("cpu_only") and any(r in SOURCE_ROLES for r in parse_roles(host.data.get("dlrig_roles")))
-    if where["missing"] and not later:
-        moved = "; ".join(f"{p}: {why}" for p, why in sorted(where["missing"].items()))
-        raise DeployError(REFUSAL.format(moved=moved))
+    gone = moved()
+    if gone:
+        raise DeployError(REFUSAL.format(moved=_moved_text(gone)))
     targets = sorted(where["cached"].values()) + sorted(where["repo"])
     setattr(host, _CLAIMED, set(where["cached"]) | {t.split("=", 1)[0] for t in where["repo"]})
     if not targets:

@@ -4,8 +4,9 @@
   one after a repository the run adds), no operation for what is installed;
 - ``apply --locked``: the GPU roles install the lock's versions (``pkg=ver``), keep their pins and
   holds, and refuse, naming what moved, when a locked version is in no source. Where a version is
-  (cache_dir / apt's lists / nowhere) is the canned output of the LockedDebs fact; the real thing
-  runs in tests/hosts/test_gpu_stack_hosts.py.
+  (cache_dir / apt's lists / nowhere) is the canned output of the LockedDebs fact, what the sources
+  the run adds offer the canned output of the AddedSourceDebs fact (a temporary apt state); the real
+  things run in tests/hosts/test_gpu_stack_hosts.py and tests/hosts/test_locked_added_sources.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.plans.harness import commands, fake_host, plan
 GPU = "10de:1e84"
 ROLES = ["base", "firewall", "unattended_upgrades", "dualboot", "nvidia_driver", "cuda", "cudnn"]
 WHERE = "while read -r tag pkg ver glob"  # the LockedDebs fact's command (dlrig.engine.lockfacts.where_script)
+ADDED = 'Dir::Etc::SourceList="$d/sources.list"'  # the AddedSourceDebs fact's (lockfacts.added_sources_script)
 
 
 def _installs(ops):
@@ -79,10 +81,11 @@ def _lock(tmp_path, apt=None):
     return str(path)
 
 
-def _locked_ops(tmp_path, where, roles=("nvidia_driver", "cuda", "cudnn"), apt=None, **data):
+def _locked_ops(tmp_path, where, roles=("nvidia_driver", "cuda", "cudnn"), apt=None, added=(), **data):
     data = {"driver_gpus": [GPU], "driver_source": "nvidia", "dlrig_lock_file": _lock(tmp_path, apt),
             "dlrig_roles": list(roles), **data}
-    return plan([fake_host("h", "ubuntu-24.04", facts={WHERE: where}, **data)], roles=list(roles))["h"]
+    facts = {WHERE: where, ADDED: list(added)}
+    return plan([fake_host("h", "ubuntu-24.04", facts=facts, **data)], roles=list(roles))["h"]
 
 
 def test_locked_gpu_roles_install_the_locked_versions_and_keep_pins_and_holds(tmp_path):
@@ -90,7 +93,7 @@ def test_locked_gpu_roles_install_the_locked_versions_and_keep_pins_and_holds(tm
              "- missing nvidia-driver-pinning-580 580.95.05-1 ",
              "- cached cuda-toolkit-13-0 13.0.2-1 /var/cache/apt/archives/cuda-toolkit-13-0_13.0.2-1_amd64.deb",
              *(f"- repo {p} 9.17.0.29-1" for p in nv.cudnn(9, 13))]
-    ops = _locked_ops(tmp_path, where)
+    ops = _locked_ops(tmp_path, where, added=["have nvidia-driver-pinning-580 580.95.05-1,"])
     drv = commands(ops, "nvidia_driver")
     (install,) = [c for o in _installs(ops) if o["role"] == "nvidia_driver" for c in o["commands"]]
     # the role's packages must be at their locked versions; the rest of the lock not yet there may be
@@ -113,7 +116,8 @@ def test_locked_gpu_roles_install_the_locked_versions_and_keep_pins_and_holds(tm
 def test_locked_base_installs_what_it_can_and_leaves_the_rest_to_the_gpu_roles(tmp_path):
     where = ["- cached curl 8.5.0-2ubuntu10.6 /var/cache/apt/archives/curl_8.5.0-2ubuntu10.6_amd64.deb",
              "- repo libc6:amd64 2.39-0ubuntu8.4", "- missing nvidia-open 580.95.05-1 "]
-    ops = _locked_ops(tmp_path, where, roles=("base", "nvidia_driver", "cuda", "cudnn"))
+    ops = _locked_ops(tmp_path, where, roles=("base", "nvidia_driver", "cuda", "cudnn"),
+                      added=["have nvidia-open 590.44.01-1,580.95.05-1,"])
     by_role = {o["role"]: o for o in _installs(ops)}
     base = by_role["base"]["commands"][0]
     assert by_role["base"]["operation"] == "locked apt packages (1 from cache_dir, 1 from apt)"
@@ -176,3 +180,63 @@ def test_locked_packages_a_purge_of_this_run_removes_are_put_back(tmp_path):
     for line in ("must nvidia-open 580.95.05-1", "must nvidia-driver-pinning-580 580.95.05-1",
                  "may cuda-toolkit-13-0 13.0.2-1", "may curl 8.5.0-2ubuntu10.6"):
         assert line in cmd, cmd
+
+
+# --- apply --locked: the sources the run adds, read before any change ----------------------------
+
+NVIDIA_URL = "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64"
+KEY_SHA = "d" * 64
+
+
+def test_locked_version_missing_from_the_sources_the_run_adds_is_refused_before_any_change(tmp_path):
+    """A locked driver version in no configured source, and the NVIDIA repository the run adds
+    (read into a temporary apt state: the canned AddedSourceDebs output) has other versions only:
+    refused while planning, by base (the first role) before its own transaction, naming what moved."""
+    where = ["- cached curl 8.5.0-2ubuntu10.6 /var/cache/apt/archives/curl_8.5.0-2ubuntu10.6_amd64.deb",
+             "- missing nvidia-open 580.95.05-1 "]
+    with pytest.raises(Exception) as e:
+        _locked_ops(tmp_path, where, roles=("base", "nvidia_driver", "cuda", "cudnn"),
+                    added=["have nvidia-open 590.44.01-1,580.105.08-1,"])
+    msg = str(e.value)
+    assert "locked apt versions are not available from cache_dir or any apt source: " in msg
+    assert "nvidia-open: locked 580.95.05-1, available: 590.44.01-1,580.105.08-1." in msg, msg
+    assert "curl" not in msg
+    # without base: the driver role refuses its own package while planning, as before any operation
+    with pytest.raises(Exception) as e:
+        _locked_ops(tmp_path, where, added=["have nvidia-open 590.44.01-1,"])
+    assert "@fake/h: locked apt versions are not available" in str(e.value)
+    assert "nvidia-open: locked 580.95.05-1, available: 590.44.01-1." in str(e.value)
+
+
+def test_locked_refusal_says_when_an_added_source_cannot_be_read(tmp_path):
+    """The NVIDIA repository's key (or lists) cannot be fetched while planning: no silent pass; the
+    refusal names the source and apt's reason."""
+    why = ("NVIDIA CUDA repository: its key https://x/3bf863cc.pub could not be fetched: "
+           "E: Failed to fetch https://x/3bf863cc.pub  Could not connect to x")
+    with pytest.raises(Exception) as e:
+        _locked_ops(tmp_path, ["- missing nvidia-open 580.95.05-1 "], roles=("base", "nvidia_driver"),
+                    added=[f"error {why}", "have nvidia-open 580.95.05-1,"])
+    assert f"nvidia-open: locked 580.95.05-1, available: 580.95.05-1 ({why})" in str(e.value), str(e.value)
+
+
+def test_the_temporary_apt_state_holds_the_roles_own_source_line_and_key(tmp_path):
+    """The fact is asked with the NVIDIA repository exactly as the driver role writes it, its key
+    fetched as the role fetches it (apt-helper, sha256-checked when set) into the temporary folder:
+    the canned answer is keyed on that exact command text, so any other command gets no answer
+    (and the plan refuses)."""
+    fpr = "EB693B3035CD5710E231E123A4B469963BF863CC"
+    line = (f"printf '%s\\n' '# Managed by dlrig (role nvidia_driver): NVIDIA'\"'\"'s CUDA repository, trusted only "
+            f"through its own key.\ndeb [signed-by='\"$d/key0\"',{fpr}] {NVIDIA_URL} /")
+    key = (f"/usr/lib/apt/apt-helper download-file {NVIDIA_URL}/3bf863cc.pub \"$d/key0\" SHA256:{KEY_SHA} ")
+    exact = re.compile(re.escape(key) + ".*" + re.escape(line) + ".*" + re.escape(ADDED), re.S)
+    data = {"driver_gpus": [GPU], "driver_source": "nvidia", "dlrig_lock_file": _lock(tmp_path),
+            "dlrig_roles": ["nvidia_driver"], "nvidia_repo_key_sha256": KEY_SHA.upper(),
+            "nvidia_repo_key_fingerprint": fpr}
+    facts = {WHERE: ["- missing nvidia-open 580.95.05-1 "], exact: ["have nvidia-open 580.95.05-1,"]}
+    ops = plan([fake_host("h", "ubuntu-24.04", facts=facts, **data)], roles=["nvidia_driver"])["h"]
+    # not refused: the run's source has it; the role's install checks again once the source is in
+    (install,) = [o for o in _installs(ops) if o["role"] == "nvidia_driver"]
+    assert "must nvidia-open 580.95.05-1" in install["commands"][0]
+    # the list the role writes is the same text the temporary state read (the real key path there)
+    drv = commands(ops, "nvidia_driver")
+    assert f"deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,{fpr}] {NVIDIA_URL} /" in drv
