@@ -51,7 +51,6 @@ class AddedSource:
 
 _UPDATED = "_dlrig_apt_updated"  # host attribute: this run already has an apt-get update
 _CLAIMED = "_dlrig_locked_claimed"  # host attribute: locked packages an earlier transaction installs
-_SOURCES = "_dlrig_source_ops"  # host attribute: operations of this run that change apt sources or pins
 _NO_LOCK = object()
 
 INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef "
@@ -166,8 +165,6 @@ def update(needed: bool, repo_ops: list | tuple = (), what: str = "") -> None:
     """``apt-get update`` before the run's first install (``apt_cache_time`` respected unless a
     source changes in this run: ``repo_ops``); else only after a repository change."""
     label = f" ({what})" if what else ""
-    if repo_ops:
-        setattr(host, _SOURCES, [*getattr(host, _SOURCES, []), *repo_ops])
     if needed and not getattr(host, _UPDATED, False):
         setattr(host, _UPDATED, True)  # the later roles of this run install from these lists
         apt.update(name=f"apt-get update{label}",

@@ -10,16 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
+import urllib.request
 
 import pytest
 
 from dlrig.engine.lockfacts import AddedSourceDebs, added_sources_script
-from tests.hosts.test_gpu_stack_hosts import _build_fake_repo
+from tests.hosts.test_gpu_stack_hosts import _fingerprint, fake_nvidia_repo  # noqa: F401 (a fixture)
 
 KEYRING = "/etc/apt/keyrings/dlrig-nvidia-cuda.asc"  # the role's key path: the script must swap it
 REAL = ("/var/lib/apt", "/etc/apt", "/var/cache/apt")
@@ -28,28 +25,13 @@ pytestmark = pytest.mark.skipif(not (shutil.which("gpg") and shutil.which("dpkg-
                                 reason="needs gpg, dpkg-deb and apt-get (the FAKE repository and the real apt)")
 
 
-@pytest.fixture(scope="module")
-def fake_repo(tmp_path_factory):
-    """The FAKE NVIDIA repository, served on 127.0.0.1: (url, fingerprint, key sha256)."""
-    base = tmp_path_factory.mktemp("fake-nvidia")
-    root = _build_fake_repo(base / "repo", base / "gnupg")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                               "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        key = (root / "debian12/x86_64/3bf863cc.pub").read_bytes()
-        yield (f"http://127.0.0.1:{port}/debian12/x86_64", (root / "FINGERPRINT").read_text().strip(),
-               hashlib.sha256(key).hexdigest())
-    finally:
-        server.kill()
-        server.wait()
+@pytest.fixture
+def fake_repo(fake_nvidia_repo):  # noqa: F811 (the FAKE repository's fixture, imported above)
+    """The FAKE NVIDIA repository served on 127.0.0.1: (url, fingerprint, key sha256)."""
+    url = f"{fake_nvidia_repo}/debian12/x86_64"
+    with urllib.request.urlopen(f"{url}/3bf863cc.pub", timeout=10) as r:
+        key = r.read()
+    return url, _fingerprint(fake_nvidia_repo), hashlib.sha256(key).hexdigest()
 
 
 def _snapshot() -> list[str]:
