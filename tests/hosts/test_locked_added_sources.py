@@ -70,7 +70,8 @@ def _state(h) -> dict[str, str]:
 
 
 def _tmp_dirs(h) -> set[str]:
-    return {p.name for p in (h.root / "tmp").iterdir()}
+    """mktemp's files and folders in the host's /tmp (the temporary apt state is one)."""
+    return {n for n in h.ssh("sudo ls -A /tmp").stdout.split() if n.startswith("tmp.")}
 
 
 def _versions(h, *names: str) -> dict[str, str]:

@@ -240,3 +240,30 @@ def test_the_temporary_apt_state_holds_the_roles_own_source_line_and_key(tmp_pat
     # the list the role writes is the same text the temporary state read (the real key path there)
     drv = commands(ops, "nvidia_driver")
     assert f"deb [signed-by=/etc/apt/keyrings/dlrig-nvidia-cuda.asc,{fpr}] {NVIDIA_URL} /" in drv
+
+
+def test_debian_non_free_the_run_adds_is_read_with_the_hosts_own_keys(tmp_path):
+    """driver_source debian on a main-only Debian 12 host (FAKE sources fact): the run adds the
+    non-free list, so a locked driver in no configured source is looked up there first, with the
+    list exactly as the role writes it and no key to fetch (Debian's archive key is the host's)."""
+    main_only = ["##PYINFRA_FILE /etc/apt/sources.list", "deb http://deb.debian.org/debian bookworm main"]
+    line = ("printf '%s\\n' '# Managed by dlrig (role nvidia_driver)\n"
+            "deb http://deb.debian.org/debian bookworm contrib non-free non-free-firmware\n'")
+    # that list, and no key fetched (Debian's archive key is the host's): else no canned answer
+    exact = re.compile(r"\A(?!.*apt-helper)(?=.*" + re.escape(line) + ").*" + re.escape(ADDED), re.S)
+    apt = {"nvidia-driver": "535.216.01-1~deb12u1", "nvidia-smi": "535.216.01-1~deb12u1",
+           "nvidia-persistenced": "535.171.04-1"}
+    where = ["- missing nvidia-driver 535.216.01-1~deb12u1 ", "- repo nvidia-smi 535.216.01-1~deb12u1",
+             "- repo nvidia-persistenced 535.171.04-1"]
+    data = {"driver_gpus": [GPU], "driver_source": "debian", "driver_kernel_headers": False,
+            "dlrig_lock_file": _lock(tmp_path, apt), "dlrig_roles": ["base", "nvidia_driver"]}
+
+    def run(offer):
+        facts = {WHERE: where, "##PYINFRA_FILE": main_only, exact: offer}
+        return plan([fake_host("h", "debian-12", facts=facts, **data)], roles=["base", "nvidia_driver"])["h"]
+
+    ops = run(["have nvidia-driver 535.216.01-1~deb12u1,"])
+    assert "must nvidia-driver 535.216.01-1~deb12u1" in commands(ops, "nvidia_driver")
+    with pytest.raises(Exception) as e:
+        run(["have nvidia-driver 535.247.01-1~deb12u1,"])
+    assert "nvidia-driver: locked 535.216.01-1~deb12u1, available: 535.247.01-1~deb12u1." in str(e.value)
