@@ -77,7 +77,8 @@ def _tmp_dirs(h) -> set[str]:
 def _versions(h, *names: str) -> dict[str, str]:
     out = h.ssh("dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Version}\\n' " + " ".join(names)
                 + " 2>/dev/null || true").stdout
-    return {f[1]: f[2] for f in (line.split() for line in out.splitlines()) if len(f) == 3 and f[0] == "ii"}
+    # installed ("ii", or "hi": the driver's packages are held)
+    return {f[1]: f[2] for f in (line.split() for line in out.splitlines()) if len(f) == 3 and f[0][1:] == "i"}
 
 
 def _lock_with(tmp_path: Path, name: str, entry: dict, host: str, apt: dict) -> Path:
@@ -139,6 +140,7 @@ def test_a_version_the_added_repository_lacks_is_refused_before_any_change(make_
     RT.must(r, "apply --locked (versions in the added repository)")
     print(f"converging apply --locked: {took:.1f} s")
     assert _versions(h, BASE_TOOL[0], *GPU_LOCKED) == {BASE_TOOL[0]: BASE_TOOL[1], **GPU_LOCKED}
+    assert {"nvidia-open", "nvidia-driver-pinning-580"} <= set(h.ssh("apt-mark showhold").stdout.split())
     assert (h.root / "etc/apt/sources.list.d/dlrig-nvidia-cuda.list").exists()
     assert _tmp_dirs(h) == tmp_before
     r, _ = RT.dlrig("plan", str(inv), "--locked", str(present), "--json", timeout=600)
