@@ -119,7 +119,6 @@ def test_a_version_the_added_repository_lacks_is_refused_before_any_change(make_
     assert line is not None, text[-3000:]
     assert "nvidia-open: locked 580.99.99-1, available: " in line and "580.95.05-1" in line, line
     assert "dlrig-fake-base-tool" not in line and "cuda-toolkit" not in line, line  # only what moved
-    assert "Starting operation" not in text, text[-3000:]
     assert _state(h) == before
     assert not (h.root / "etc/apt/sources.list.d/dlrig-nvidia-cuda.list").exists()
     assert _tmp_dirs(h) == tmp_before, "the temporary apt state was left on the host"
