@@ -69,3 +69,15 @@ def test_the_proxy_forwards_get_and_tunnels_connect(tmp_path):
             s.sendall(b"hello")
             assert s.recv(100) == b"HELLO"
     echo.close()
+
+
+def test_the_proxy_streams_a_slow_body_instead_of_holding_it(tmp_path):
+    """A paced 1.5 MB body takes 1.5 s; the client's read timeout is 0.5 s: it only holds when the
+    proxy passes each block on as it arrives (pip times out on a silent proxy)."""
+    (tmp_path / "big.bin").write_bytes(b"b" * 1_500_000)
+    link = homelink.Link(8)  # 1 MB/s
+    with pyindex.serve(tmp_path, link=link) as url, homelink.proxy(homelink.Link(None)) as via:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": via}))
+        start = time.monotonic()
+        assert opener.open(f"{url}/big.bin", timeout=0.5).read() == b"b" * 1_500_000
+        assert time.monotonic() - start >= 1.2
