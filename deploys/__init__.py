@@ -31,11 +31,20 @@ def sudo_password(host) -> None:
 
 
 def run_roles(default: list[str] | None = None) -> None:
-    """Apply the roles this host asks for (``dlrig_roles``), or ``default``, in dlrig's order."""
+    """Apply the roles this host asks for (``dlrig_roles``), or ``default``, in dlrig's order.
+
+    Downloads of later roles that can start early (a role's ``start_downloads()``) start in the
+    background where :func:`dlrig.engine.prefetch.start` is called: in base, before its apt
+    transaction; before the first role without base."""
     from pyinfra import host  # here, not at the top: the CLI imports this package for deploy_file()
+
+    from dlrig.engine import prefetch
 
     sudo_password(host)
     wanted = host.data.get("dlrig_roles")
-    for name in parse_roles(wanted if wanted is not None else default):
-        role = load(name)
+    roles = [(name, load(name)) for name in parse_roles(wanted if wanted is not None else default)]
+    prefetch.pending(host, [r.start_downloads for _, r in roles if hasattr(r, "start_downloads")])
+    if "base" not in dict(roles):
+        prefetch.start(host)
+    for name, role in roles:
         getattr(role, name)()

@@ -12,7 +12,7 @@ from pyinfra.facts.server import LinuxName
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from dlrig.engine import aptget, lockfile
+from dlrig.engine import aptget, lockfile, prefetch
 from dlrig.engine.facts import DpkgAudit, fact
 from dlrig.engine.hostdata import setting
 
@@ -75,6 +75,10 @@ def base():
             commands=["update-ca-certificates"],
             _if=any_changed(*ca_results),
         )
+
+    # downloads of later roles start here (in the background): after the trust store they may
+    # need, before this role's apt transaction
+    prefetch.start(host)
 
     sources = []
     if fact(LinuxName) == "Ubuntu" and host.data.ubuntu_enable_universe and not _universe_enabled():

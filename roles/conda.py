@@ -19,7 +19,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import files, server
 
-from dlrig.engine import aptget, download, lockfile, pyenv
+from dlrig.engine import aptget, download, lockfile, prefetch, pyenv
 from dlrig.engine.facts import CondaInstall, fact
 from dlrig.engine.hostdata import owned_by, owner, owner_home, setting
 
@@ -28,17 +28,28 @@ from dlrig.engine.hostdata import owned_by, owner, owner_home, setting
 # .sha256 file, when you move to a newer Miniforge.
 
 
-def install_command(url: str, sha256: str, prefix: str, cached: str | None = None) -> str:
+def spool(sha256: str) -> str:
+    """The spool folder of the installer's background download (:mod:`dlrig.engine.prefetch`)."""
+    return prefetch.spool("miniforge", sha256[:16])
+
+
+def install_command(url: str, sha256: str, prefix: str, cached: str | None = None,
+                    prefetched: str | None = None) -> str:
     """Download to a temp dir, refuse on checksum mismatch, install, record the marker.
 
     ``cached`` (in cache_dir): a verified copy is taken from there instead of downloading, and a
-    download is kept there after it was verified.
+    download is kept there after it was verified. ``prefetched``: the spool of a download started
+    in the background earlier in the run (:func:`start_downloads`): joined (a failure reported as the
+    downloader's), its file checked like a download; no spool there: downloaded here.
     """
     u, p = shlex.quote(url), shlex.quote(prefix)
     c = shlex.quote(cached) if cached else None
     fetch = ("if command -v curl >/dev/null; then "
              f'curl -fsSL --retry 3 -o "$tmp/installer.sh" {u}; '
              f'else wget -q -O "$tmp/installer.sh" {u}; fi')
+    if prefetched:
+        fetch = (f'{prefetch.join_script(prefetched, chr(34) + "$tmp/installer.sh" + chr(34), url)}\n'
+                 f'if [ ! -f "$tmp/installer.sh" ]; then {fetch}; fi')
     if c:
         fetch = (f'if [ -f {c} ] && [ "$(sha256sum {c} | cut -d" " -f1)" = {shlex.quote(sha256)} ]; then '
                  f'cp {c} "$tmp/installer.sh"; else {fetch}; fi')
@@ -87,19 +98,40 @@ def version_mismatch(state: dict, url: str, sha256: str) -> str | None:
             "conda_installer_url/conda_installer_sha256 to the installed one")
 
 
-@deploy("conda", data_defaults=DEFAULTS)
-def conda():
+def _installer() -> tuple[str, str, str, str, str | None, dict | None]:
+    """(user, prefix, url, sha256, cached copy in cache_dir or None, the host's lock entry)."""
     user = owner()
-    home = owner_home(user)
-    prefix = pyenv.conda_prefix({"conda_prefix": setting("conda_prefix")}, user, home)
+    prefix = pyenv.conda_prefix({"conda_prefix": setting("conda_prefix")}, user, owner_home(user))
     url, sha256 = setting("conda_installer_url"), setting("conda_installer_sha256")
     lock_entry = lockfile.for_host(setting("dlrig_lock_file"), host.name)
     locked = (lock_entry or {}).get("miniforge")
     if locked:  # apply --locked: the installer the lock names (its checksum decides, not the URL)
         url, sha256 = locked["url"], locked["sha256"]
-    as_user = pyenv.as_user(user)
     cache_dir = setting("cache_dir")
     cached = lockfile.installer_cache_file(cache_dir, url, sha256) if cache_dir else None
+    return user, prefix, url, sha256, cached, lock_entry
+
+
+def start_downloads():
+    """Start downloading the installer in the background when this run installs Miniforge
+    (run_roles calls it early: in base, before its apt transaction). Its checksum is checked by
+    the install step, before anything runs it; a verified copy in cache_dir is not downloaded."""
+    user, prefix, url, sha256, cached, _ = _installer()
+    if fact(CondaInstall, prefix=prefix)["exists"]:
+        return  # installed, or a prefix the role refuses: nothing to download
+    server.shell(
+        name="start downloading the Miniforge installer (role conda, in the background)",
+        commands=[prefetch.start_command(url, spool(sha256), skip_if=cached)],
+        **pyenv.as_user(user),
+    )
+
+
+@deploy("conda", data_defaults=DEFAULTS)
+def conda():
+    user, prefix, url, sha256, cached, lock_entry = _installer()
+    home = owner_home(user)
+    as_user = pyenv.as_user(user)
+    cache_dir = setting("cache_dir")
     if cache_dir:
         for kind in ("miniforge", "conda"):
             files.directory(name=f"cache_dir for {kind}", path=lockfile.cache_path(cache_dir, kind), user=user)
@@ -114,8 +146,9 @@ def conda():
             aptget.install("curl for the installer", ["curl", "ca-certificates"], what="curl for the installer")
         server.shell(
             name=f"install Miniforge into {prefix} (checksum-verified)",
-            commands=[download.watched(install_command(url, sha256, prefix, cached),
-                                       ['"${TMPDIR:-/tmp}"/dlrig-miniforge.*'])],
+            commands=[download.watched(install_command(url, sha256, prefix, cached, spool(sha256)),
+                                       ['"${TMPDIR:-/tmp}"/dlrig-miniforge.*'],
+                                       already=prefetch.spooled_bytes(spool(sha256)))],
             **as_user,
         )
     else:

@@ -35,23 +35,30 @@ class WatchedCommand(StringCommand):
 
 
 def watched(command: str, paths: list[str], label: str = "downloaded", total: str | None = None,
-            setup: str | None = None, every: int = EVERY) -> WatchedCommand:
+            setup: str | None = None, every: int = EVERY, already: str | None = None) -> WatchedCommand:
     """``command`` run in the background while the growth of ``paths`` (shell words: ``$VAR`` and
     globs expand on the host) is printed every ``every`` seconds, and once at the end.
 
     ``total``: a shell command printing the expected number of bytes (apt's ``--print-uris``), or
     None. ``setup``: shell lines run first (e.g. setting a variable ``paths`` name). The growth is
-    apparent sizes (``du -sb``) against a baseline taken before the command."""
+    apparent sizes (``du -sb``) against a baseline taken before the command.
+
+    ``already``: a shell command printing bytes already in ``paths`` that count as this command's
+    (a download started earlier in the background, :mod:`dlrig.engine.prefetch`): they are left
+    out of the baseline and shown at once."""
     where = " ".join(paths)
     script = "\n".join([
         *([setup] if setup else []),
         f"__dl_size() {{ du -sbc -- {where} 2>/dev/null | tail -n 1 | cut -f 1; }}",
         "__dl_base=$(__dl_size); __dl_base=${__dl_base:-0}",
+        *([f"__dl_had=$( {{ {already}; }} 2>/dev/null); __dl_base=$(( __dl_base - ${{__dl_had:-0}} ))"]
+          if already else []),
         f"__dl_total=$( {{ {total}; }} 2>/dev/null)" if total else "__dl_total=0",
         "__dl_total=${__dl_total:-0}; __dl_max=0",
         "__dl_show() { __dl_now=$(__dl_size); __dl_n=$(( ${__dl_now:-0} - __dl_base )); "
         "[ \"$__dl_n\" -gt \"$__dl_max\" ] && __dl_max=$__dl_n; "
         f"[ \"$__dl_max\" -gt 0 ] && echo \"{MARK} {label} $__dl_max $__dl_total\"; return 0; }}",
+        *(["__dl_show"] if already else []),
         f"( {command}\n) &",
         "__dl_pid=$!; __dl_tick=0",
         "while kill -0 \"$__dl_pid\" 2>/dev/null; do sleep 1; __dl_tick=$(( __dl_tick + 1 )); "
