@@ -35,7 +35,7 @@ def run_roles(default: list[str] | None = None) -> None:
 
     Downloads of later roles that can start early (a role's ``start_downloads()``) start in the
     background where :func:`dlrig.engine.prefetch.start` is called: in base, before its apt
-    transaction; before the first role without base."""
+    transaction (without base, a role has nothing before it to overlap: it downloads itself)."""
     from pyinfra import host  # here, not at the top: the CLI imports this package for deploy_file()
 
     from dlrig.engine import prefetch
@@ -44,7 +44,5 @@ def run_roles(default: list[str] | None = None) -> None:
     wanted = host.data.get("dlrig_roles")
     roles = [(name, load(name)) for name in parse_roles(wanted if wanted is not None else default)]
     prefetch.pending(host, [r.start_downloads for _, r in roles if hasattr(r, "start_downloads")])
-    if "base" not in dict(roles):
-        prefetch.start(host)
     for name, role in roles:
         getattr(role, name)()

@@ -2,9 +2,10 @@
 
 A role with a large download that depends on nothing the earlier roles do (the Miniforge installer:
 a URL and a checksum) defines ``start_downloads()``. ``run_roles`` collects those of the selected roles
-(:func:`pending`) and :func:`start` emits them at the first point where a download may start: in
-role ``base`` after the trust store is updated (``extra_ca_certificates`` may be needed to reach
-the URL) and before its apt transaction; before the first role when ``base`` is not selected.
+(:func:`pending`) and :func:`start` emits them where a download may start: in role ``base``, after
+the trust store is updated (``extra_ca_certificates`` may be needed to reach the URL) and before
+its apt transaction (``apt-get update`` and the install: the longest steps before conda). Without
+``base`` in the run nothing starts early: the later role comes first and downloads itself.
 
 On the host (:func:`start_command`, run as the user who later consumes the file) a watchdog
 process starts the download into a private spool folder (``mkdir -m 700``, owned by that user)
