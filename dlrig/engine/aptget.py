@@ -51,6 +51,7 @@ class AddedSource:
 
 _UPDATED = "_dlrig_apt_updated"  # host attribute: this run already has an apt-get update
 _CLAIMED = "_dlrig_locked_claimed"  # host attribute: locked packages an earlier transaction installs
+_INSTALLING = "_dlrig_apt_installing"  # host attribute: packages an earlier transaction of this run installs
 _NO_LOCK = object()
 
 INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef "
@@ -187,10 +188,12 @@ def install(name: str, packages: list[str], *, recommends: bool = False, repo_op
     if lock_entry() is not None:
         return install_locked(name, [p for p in packages if p not in unlocked], repo_ops=repo_ops, what=what,
                               unlocked=missing(list(unlocked)) if unlocked else [], removed=removed)
-    todo = [p for p in packages if p in missing(packages) or p in removed]
+    earlier = getattr(host, _INSTALLING, set())  # e.g. base's curl, which conda also needs: one transaction
+    todo = [p for p in packages if (p in missing(packages) and p not in earlier) or p in removed]
     update(bool(todo), repo_ops, what)
     if not todo:
         return None
+    setattr(host, _INSTALLING, earlier | set(todo))
     return server.shell(name=name, commands=[watched_install(install_command(todo, recommends))])
 
 

@@ -6,10 +6,12 @@ test_prefetch_hosts.py runs them on Debian 12 hosts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dlrig.roles.settings.conda import MINIFORGE_SHA256, MINIFORGE_URL
-from tests.plans.harness import commands, fake_host, plan
+from tests.plans.harness import FACTS, commands, fake_host, plan
 
 HASH = "sha1:0123456789ab:" + "a" * 40
 SPOOL = f'"${{TMPDIR:-/tmp}}"/dlrig-miniforge.prefetch-{MINIFORGE_SHA256[:16]}'
@@ -64,3 +66,13 @@ def test_a_cached_installer_is_not_downloaded_again():
 def test_only_selected_roles_start_downloads():
     ops = ops_of("base,ssh")
     assert not any(o["operation"] == START for o in ops)
+
+
+def test_conda_needs_no_curl_transaction_of_its_own_when_base_installs_curl_in_the_same_run():
+    canned = json.loads((FACTS / "ubuntu-24.04.json").read_text())["dpkg -l"]
+    bare = {"dpkg -l": [line for line in canned if " curl " not in line and " wget " not in line]}
+    with_base = ops_of("base,conda", facts=bare)
+    assert "curl" in commands([o for o in with_base if o["operation"] == "essential packages"])
+    assert not any(o["operation"] == "curl for the installer" for o in with_base)
+    alone = ops_of("conda", facts=bare)  # without base: conda installs curl itself
+    assert any(o["operation"] == "curl for the installer" for o in alone)
