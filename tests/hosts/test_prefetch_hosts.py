@@ -104,7 +104,8 @@ def test_installer_downloads_during_base_apt_counted_and_a_rerun_is_a_noop(make_
         counts = re.findall(rf"{re.escape(h.name)}: conda: ([\d.]+) (kB|MB) downloaded", r.stderr)
         assert counts, r.stderr[-3000:]
         n, unit = counts[-1]
-        assert float(n) * {"kB": 1e3, "MB": 1e6}[unit] >= path.stat().st_size * 0.99, (counts, path.stat().st_size)
+        # (shown to 0.1 MB)
+        assert float(n) * {"kB": 1e3, "MB": 1e6}[unit] >= path.stat().st_size * 0.95, (counts, path.stat().st_size)
         assert h.ssh(f"{PREFIX}/bin/conda --version").stdout.strip() == "conda 24.11.3"
         assert f"sha256={sha}" in h.ssh(f"cat {PREFIX}/conda-meta/dlrig-installer").stdout
         assert nothing_left(h) == ""
@@ -156,13 +157,14 @@ def test_ctrl_c_in_base_leaves_no_download_behind(make_hosts, installer, tmp_pat
         seen, running, deadline = [], "", time.monotonic() + 900
         for line in proc.stderr:
             seen.append(line)
-            if not running and "Starting operation: base | apt-get update" in line:
+            started = any("Starting operation: base | start downloading the Miniforge" in x for x in seen[:-1])
+            if not running and started and "Starting operation: base |" in line:  # base's next step
                 running = h.ssh(LEFT).stdout  # the download is under way: spool, watchdog, python3 fetcher
                 proc.send_signal(signal.SIGINT)
             assert time.monotonic() < deadline
         rc = proc.wait(timeout=300)
         err = "".join(seen)
-        assert running, "the apply never reached base's apt-get update:\n" + err[-3000:]
+        assert running, "the apply never got past the start of the download:\n" + err[-3000:]
         assert rc == 130, f"exit {rc}\n{err[-3000:]}"
         assert "/tmp/dlrig-miniforge.prefetch-" in running and "dlrig-prefetch" in running, running
         assert "/file.part" in running, running  # the fetcher
