@@ -55,9 +55,21 @@ class Connection:
         self.proc.wait(timeout=10)
 
 
-def env_for(tmp_path: Path) -> dict:
+def env_for(tmp_path: Path, fetcher: str = "curl") -> dict:
+    """TMPDIR in tmp_path; ``fetcher`` "python3": a PATH without curl and wget (a minimal Debian)."""
     (tmp_path / "t").mkdir(exist_ok=True)
-    return {**os.environ, "TMPDIR": str(tmp_path / "t")}
+    env = {**os.environ, "TMPDIR": str(tmp_path / "t")}
+    if fetcher == "python3":
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for d in os.environ["PATH"].split(os.pathsep)[::-1]:
+            for tool in Path(d).glob("*") if Path(d).is_dir() else []:
+                if tool.name not in ("curl", "wget") and os.access(tool, os.X_OK) and not tool.is_dir():
+                    link = bin_dir / tool.name
+                    link.unlink(missing_ok=True)
+                    link.symlink_to(tool)
+        env["PATH"] = str(bin_dir)
+    return env
 
 
 def spool_path(tmp_path: Path, key: str = "k1") -> Path:
@@ -89,8 +101,9 @@ def join(spool: str, env: dict, what: str = "the thing") -> subprocess.Completed
               + '\n[ -f "$tmp/got" ] && sha256sum "$tmp/got" || echo NOTHING; rm -rf "$tmp"', env)
 
 
-def test_started_download_is_joined_and_nothing_is_left(tmp_path, site):
-    env = env_for(tmp_path)
+@pytest.mark.parametrize("fetcher", ["curl", "python3"])
+def test_started_download_is_joined_and_nothing_is_left(tmp_path, site, fetcher):
+    env = env_for(tmp_path, fetcher)
     spool = prefetch.spool("miniforge", "k1")
     with serve(site) as url:
         conn = Connection(tmp_path, prefetch.start_command(f"{url}/big.bin", spool), env)
@@ -104,16 +117,21 @@ def test_started_download_is_joined_and_nothing_is_left(tmp_path, site):
     assert gone_within([watchdog, spool_path(tmp_path)]), "watchdog or spool left behind"
 
 
-def test_a_failed_background_download_is_reported_with_the_downloaders_message_and_status(tmp_path, site):
-    env = env_for(tmp_path)
+@pytest.mark.parametrize("fetcher,rc,message", [
+    ("curl", 22, "curl: (22) The requested URL returned error: 404"),  # curl -f's status for an HTTP error
+    ("python3", 1, "dlrig: downloading {url}/missing.sh failed: HTTP Error 404"),
+])
+def test_a_failed_background_download_is_reported_with_the_downloaders_message_and_status(
+        tmp_path, site, fetcher, rc, message):
+    env = env_for(tmp_path, fetcher)
     spool = prefetch.spool("miniforge", "k1")
     with serve(site) as url:
         conn = Connection(tmp_path, prefetch.start_command(f"{url}/missing.sh", spool), env)
         r = join(spool, env, what=f"{url}/missing.sh")
         conn.close()
-    assert r.returncode == 22, (r.returncode, r.stderr)  # curl -f's status for an HTTP error
-    assert "curl: (22) The requested URL returned error: 404" in r.stderr
-    assert f"dlrig: downloading {url}/missing.sh (started in the background) failed (exit 22)" in r.stderr
+    assert r.returncode == rc, (r.returncode, r.stderr)
+    assert message.format(url=url) in r.stderr
+    assert f"dlrig: downloading {url}/missing.sh (started in the background) failed (exit {rc})" in r.stderr
     assert "NOTHING" not in r.stdout and not spool_path(tmp_path).exists()
 
 
