@@ -128,7 +128,7 @@ def start_command(url: str, spool_dir: str, skip_if: str | None = None) -> str:
         f"FETCH={shlex.quote(_fetch(url, PART))}; export FETCH",
         f'setsid sh -c {shlex.quote(_WATCHDOG)} dlrig-prefetch "$d" "$conn" </dev/null >/dev/null 2>&1 &',
         f"i=0; while [ ! -f \"$d/pid\" ] && [ $i -lt {START_WAIT * 10} ]; do sleep 0.1; i=$((i + 1)); done",
-        f'echo "dlrig: downloading {url} in the background (watchdog $(cat "$d/pid" 2>/dev/null))"',
+        f'echo {shlex.quote(f"dlrig: downloading {url} in the background")} "(watchdog $(cat "$d/pid" 2>/dev/null))"',
     ]
     return "\n".join(lines)
 
