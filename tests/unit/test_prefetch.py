@@ -204,3 +204,16 @@ def test_conda_install_step_checks_the_background_download_before_running_it(tmp
         assert "conda_installer_sha256 mismatch" in r.stderr and "refusing to run it" in r.stderr
         assert not prefix.exists()
     assert list((tmp_path / "t").iterdir()) == []  # no spool, no temp folder
+
+
+def test_a_url_is_data_never_shell(tmp_path, site):
+    env = env_for(tmp_path)
+    spool = prefetch.spool("miniforge", "k1")
+    with serve(site) as url:
+        evil = f"{url}/x$(touch {tmp_path}/pwned)`touch {tmp_path}/pwned2`.sh"
+        conn = Connection(tmp_path, prefetch.start_command(evil, spool), env)
+        r = join(spool, env, what=evil)
+        conn.close()
+    assert f"dlrig: downloading {evil} in the background" in conn.out
+    assert r.returncode == 22 and f"dlrig: downloading {evil} (started in the background) failed" in r.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
