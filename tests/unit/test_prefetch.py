@@ -215,5 +215,5 @@ def test_a_url_is_data_never_shell(tmp_path, site):
         r = join(spool, env, what=evil)
         conn.close()
     assert f"dlrig: downloading {evil} in the background" in conn.out
-    assert r.returncode == 22 and f"dlrig: downloading {evil} (started in the background) failed" in r.stderr
+    assert r.returncode != 0 and f"dlrig: downloading {evil} (started in the background) failed" in r.stderr
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
