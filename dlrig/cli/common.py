@@ -7,18 +7,20 @@ import ast
 import functools
 import json
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from dlrig.engine.inventory import UserError, load_inventory, validate
-from dlrig.engine.passwords import hash_password
+if TYPE_CHECKING:  # the engine loads when a command runs, not for `dlrig --help`
+    from dlrig.engine.inventory import UserError
 
 EXIT_USAGE = 2
 
 
 def fail(err: UserError | str | list[str]) -> None:
     """Each line as ``dlrig: error: ...`` on stderr, then exit 2 (bad input; nothing was touched)."""
+    from dlrig.engine.inventory import UserError
+
     lines = err.lines if isinstance(err, UserError) else [err] if isinstance(err, str) else err
     for line in lines:
         click.echo(f"dlrig: error: {line}", err=True)
@@ -32,6 +34,8 @@ def fail(err: UserError | str | list[str]) -> None:
 def parse_data(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``--data key=value`` pairs; a value is read as a Python literal (``True``, ``[1, 2]``), else as
     JSON (``true``, ``null``: pyinfra's own ``--data`` is JSON), else kept as a string."""
+    from dlrig.engine.inventory import UserError
+
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -58,6 +62,7 @@ def _literal(raw: str) -> Any:
 def prepare(inventory: str, roles: str | None, data: tuple[str, ...]):
     """Everything checked before any connection: inventory, roles, every host's settings."""
     from dlrig.engine.catalogue import parse_roles
+    from dlrig.engine.inventory import UserError, load_inventory, validate
 
     try:
         override = parse_data(data)
@@ -91,6 +96,8 @@ def jupyter_password_option(f: Callable) -> Callable:
     @functools.wraps(f)
     def wrapper(*args, jupyter_password_prompt: bool = False, **kwargs):
         if jupyter_password_prompt:
+            from dlrig.engine.passwords import hash_password
+
             password = click.prompt("Jupyter password", hide_input=True, confirmation_prompt=True, err=True)
             kwargs["data"] = (*kwargs.get("data", ()), f"jupyter_password_hash={hash_password(password)}")
             del password

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import glob
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    import subprocess
 
 # Roles that work on a container-like host with no GPU and no reachable conda-forge: the CPU-only
 # profile. The GPU and Python roles need a real rig (or their mirrors: see inventories/example.py).
@@ -24,6 +26,8 @@ DEMO_ROLES = "base,ssh,power,unattended_upgrades"
 
 def _dlrig(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
     """Run a dlrig step; its stderr is shown as it comes and kept (for :func:`cause`)."""
+    import subprocess
+
     from dlrig.engine.launch import python_module
 
     proc = subprocess.Popen(python_module("dlrig", *args), text=True, stderr=subprocess.PIPE,
@@ -51,6 +55,8 @@ def cause(stderr: str) -> str:
 @click.option("--keep", is_flag=True, help="Keep the host running (until Ctrl-C) and print how to reach it.")
 def demo(roles: str, keep: bool) -> None:
     """Provision a throw-away local Debian test host (CPU-only profile) and report."""
+    import tempfile
+
     import dlrig.testing as testing
     from dlrig.engine.catalogue import parse_roles
 

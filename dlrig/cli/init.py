@@ -5,10 +5,7 @@ inventory (``my-rig.py``) holding only the owner's answers: no clear-text passwo
 from __future__ import annotations
 
 import glob
-import getpass
 import os
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,10 +38,14 @@ def _sections(text: str) -> dict[str, list[str]]:
 
 
 def _probe_local() -> str:
+    import subprocess
+
     return subprocess.run(["sh", "-c", _probe_script()], capture_output=True, text=True, timeout=60).stdout
 
 
 def _probe_ssh(host: str, user: str, port: int, key: str | None) -> str:
+    import shlex
+
     import paramiko
 
     client = paramiko.SSHClient()
@@ -92,6 +93,8 @@ def _ntfs_disks(lines: list[str]) -> list[dict[str, str]]:
 def init(address, user, port, key, name, output, jupyter_password_stdin, no_jupyter_password, authorized_key,
          no_authorized_key, yes, force) -> None:
     """Look at the rig, resolve its GPU stack and write a commented inventory (my-rig.py)."""
+    import getpass
+
     from dlrig.engine.passwords import hash_password
     from dlrig.engine.settings import BEGIN_MARK, END_MARK, commented_defaults
     from dlrig.gpu.resolver import OSES, ResolveError

@@ -4,21 +4,11 @@ host, collected by ``deploys/doctor.py``)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import click
 
 from dlrig.cli import common
-from dlrig.deploys import deploy_file, report_name
-from dlrig.gpu import packages as apt_packages
-from dlrig.gpu.packages import UnavailablePackages
-from dlrig.gpu.resolver import OSES, ResolveError
-from dlrig.gpu.resolver import resolve as resolve_stack
-from dlrig.gpu.table import UnknownGpu, lookup
 
 
 def _known_branch(value: int | None) -> int | None:
@@ -30,10 +20,21 @@ def _known_branch(value: int | None) -> int | None:
     return value
 
 
+class _OsOption(click.Option):
+    """``--os``: its help names :data:`dlrig.gpu.resolver.OSES`, read when the help is shown, so that
+    ``dlrig --help`` does not load the resolver's tables."""
+
+    def get_help_record(self, ctx: click.Context):
+        from dlrig.gpu.resolver import OSES
+
+        self.help = f"One of {', '.join(OSES)}."
+        return super().get_help_record(ctx)
+
+
 @click.command("resolve")
 @click.option("--gpu", "gpus", multiple=True, metavar="ID_OR_NAME",
               help="A GPU by PCI id (10de:1e84) or name ('RTX 2070 Super'); repeat for several.")
-@click.option("--os", "os_name", default="ubuntu-24.04", show_default=True, help=f"One of {', '.join(OSES)}.")
+@click.option("--os", "os_name", cls=_OsOption, default="ubuntu-24.04", show_default=True)
 @click.option("--driver", "driver_branch", type=int, metavar="BRANCH", help="Driver branch wish, e.g. 580.",
               callback=lambda ctx, param, value: _known_branch(value))
 @click.option("--cuda", metavar="X.Y", help="CUDA toolkit wish, e.g. 12.8.")
@@ -48,6 +49,11 @@ def resolve_command(gpus, os_name, driver_branch, cuda, torch_version, driver_so
 
     Exits 2 with one line saying why and what would work when nothing fits.
     """
+    from dlrig.gpu.packages import UnavailablePackages
+    from dlrig.gpu.resolver import ResolveError
+    from dlrig.gpu.resolver import resolve as resolve_stack
+    from dlrig.gpu.table import UnknownGpu, lookup
+
     try:
         infos = [lookup(g) for g in gpus]
         res = resolve_stack(infos, os_name, driver_branch=driver_branch, cuda=cuda, torch=torch_version,
@@ -65,6 +71,8 @@ def with_packages(res) -> dict:
     """The resolution's JSON with the apt packages of each part. The driver's are a desktop on the
     release's GA kernel (``generic``), driver_server and driver_headless off: what ``dlrig apply``
     installs with the default settings (``dlrig doctor`` shows each host's own)."""
+    from dlrig.gpu import packages as apt_packages
+
     return apt_packages.with_packages(res)
 
 
@@ -100,6 +108,12 @@ def _print_resolution(j: dict, indent: str = "") -> None:
 def doctor(inventory: str, data: tuple[str, ...], as_json: bool) -> None:
     """Per host: OS, kernel, GPUs, Secure Boot, loaded/installed driver, free disk, and the resolved plan."""
     from dlrig.engine.inventory import UserError, load_inventory, validate
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from dlrig.deploys import deploy_file, report_name
     from dlrig.engine.runner import connect_errors, parse_progress, pyinfra_command
 
     try:

@@ -9,9 +9,6 @@ import sys
 import click
 
 from dlrig.cli import common
-from dlrig.engine.catalogue import parse_roles
-from dlrig.engine.inventory import UserError
-from dlrig.engine.runner import FAILED, host_status
 
 
 @click.command()
@@ -19,6 +16,7 @@ from dlrig.engine.runner import FAILED, host_status
 @common.json_opt
 def files(roles: str | None, as_json: bool) -> None:
     """List every file, unit, apt pin/hold, masked target and firewall rule each role manages."""
+    from dlrig.engine.catalogue import parse_roles
     from dlrig.roles import footprint
 
     try:
@@ -37,6 +35,8 @@ def files(roles: str | None, as_json: bool) -> None:
 
 def revert_roles(roles: str | None) -> str:
     """The roles to revert (default: every config-only role); a one-line error for any other."""
+    from dlrig.engine.catalogue import parse_roles
+    from dlrig.engine.inventory import UserError
     from dlrig.roles.footprint import REVERTIBLE
 
     try:
@@ -62,6 +62,8 @@ def revert(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bo
     """Put the config-only roles (ssh, firewall, power, unattended_upgrades, dualboot) back to the
     distribution's defaults; SSH keeps working (the ssh role's lock-out proof)."""
     from dlrig.cli.run import run_locked
+    from dlrig.engine.inventory import UserError
+    from dlrig.engine.runner import FAILED, host_status
 
     try:
         names = revert_roles(roles)

@@ -11,23 +11,6 @@ from pathlib import Path
 import click
 
 from dlrig.cli import common
-from dlrig.deploys import deploy_file
-from dlrig.engine.catalogue import parse_roles
-from dlrig.engine.inventory import UserError
-from dlrig.engine.preflight import effective_data
-from dlrig.engine import applylock, noop
-from dlrig.engine.runner import (
-    CONVERGED,
-    Change,
-    FAILED,
-    UNREACHABLE,
-    HostSummary,
-    RunResult,
-    host_status,
-    pyinfra_command,
-    run_pyinfra,
-)
-from dlrig.roles.settings.jupyter import PLAN_ONLY, tunnel_hint
 
 
 no_fast_opt = click.option("--no-fast", "no_fast", is_flag=True,
@@ -46,6 +29,12 @@ no_fast_opt = click.option("--no-fast", "no_fast", is_flag=True,
 def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool, verbose: int,
          locked: str | None = None, no_fast: bool = False) -> None:
     """Show what apply would change (a pyinfra dry run); changes nothing."""
+    from dlrig.deploys import deploy_file
+    from dlrig.engine import noop
+    from dlrig.engine.runner import (CONVERGED, FAILED, UNREACHABLE, Change, RunResult, host_status, pyinfra_command,
+                                     run_pyinfra)
+    from dlrig.roles.settings.jupyter import PLAN_ONLY
+
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
     if locked:
         from dlrig.cli.lock import plan_locked
@@ -99,6 +88,8 @@ def plan(inventory: str, roles: str | None, data: tuple[str, ...], as_json: bool
 def verified_noop(hosts: list, mode: str, data: dict, *, enabled: bool) -> dict:
     """{host: Hit} for the hosts whose last run changed nothing and whose inputs and facts are still
     the same (dlrig.engine.noop): reported converged without starting pyinfra for them."""
+    from dlrig.engine import noop
+
     if not enabled:
         return {}
     hits = noop.check(hosts, mode, data)
@@ -110,6 +101,9 @@ def verified_noop(hosts: list, mode: str, data: dict, *, enabled: bool) -> dict:
 
 def apply_needs(hosts: list) -> list[str]:
     """What plan can see that apply will need and the inventory lacks (plan itself never refuses)."""
+    from dlrig.engine.catalogue import parse_roles
+    from dlrig.engine.preflight import effective_data
+
     out = []
     for h in hosts:
         data = effective_data(h.data)
@@ -121,6 +115,8 @@ def apply_needs(hosts: list) -> list[str]:
 
 
 def _print_plan(hosts, changes, conditional, status=None) -> None:
+    from dlrig.engine.runner import FAILED, UNREACHABLE
+
     click.echo("")
     for h in hosts:
         st, why = (status or {}).get(h.name, (None, []))
@@ -154,6 +150,12 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
           reboot: bool = False, locked: str | None = None, restore: str | None = None,
           no_fast: bool = False) -> None:
     """Apply the roles to every host in INVENTORY and summarise per host."""
+    from dlrig.deploys import deploy_file
+    from dlrig.engine import noop
+    from dlrig.engine.inventory import UserError
+    from dlrig.engine.runner import (CONVERGED, FAILED, HostSummary, RunResult, host_status, pyinfra_command,
+                                     run_pyinfra)
+
     hosts, pyinfra_data = common.prepare(inventory, roles, data)
     if locked or restore:
         from dlrig.cli import lock as LOCK
@@ -231,6 +233,10 @@ def run_locked(inventory: str, pyinfra_data: dict, hosts: list, verbose: int, as
 
     A host whose lock another run holds is failed here, before any change; the others run.
     Returns (result, log path or None, {refused host: reason})."""
+    from dlrig.engine import applylock
+    from dlrig.engine.preflight import effective_data
+    from dlrig.engine.runner import RunResult
+
     with applylock.acquire(hosts, lambda h: effective_data(h.data)["apply_lock_timeout"],
                            note=lambda line: click.echo(f"dlrig: {line}", err=True)) as locks:
         refused = dict(locks.refused)
@@ -247,6 +253,10 @@ def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int,
     """Run the apply; one line per role on stderr (pyinfra's own output with -v; nothing with
     --json) and every line of pyinfra's output in a log file, whose path is printed even when
     dlrig stops on an exception."""
+    from dlrig.deploys import deploy_file
+    from dlrig.engine.catalogue import parse_roles
+    from dlrig.engine.preflight import effective_data
+    from dlrig.engine.runner import pyinfra_command, run_pyinfra
     from dlrig.cli.progress import RoleProgress, new_log
 
     roles = sorted({r for h in hosts for r in parse_roles(effective_data(h.data).get("dlrig_roles"))},
@@ -268,6 +278,8 @@ def _apply_logged(inventory: str, pyinfra_data: dict, hosts: list, verbose: int,
 
 def report_interrupted(result, hosts, as_json: bool, command: str = "apply") -> None:
     """An interrupted run is never a success: say what did not run, what may still run, exit 130/143."""
+    from dlrig.engine.catalogue import parse_roles
+    from dlrig.engine.preflight import effective_data
     from dlrig.engine.runner import EXIT_SIGNAL, interruption_report
 
     roles = {h.name: parse_roles(effective_data(h.data).get("dlrig_roles")) for h in hosts}
@@ -349,6 +361,9 @@ def after_apply(inventory: str, results: dict | None, reboot: bool, quiet: bool 
     Reboots through pyinfra's ``server.reboot`` (reconnects, waits); never the machine dlrig runs on
     (a host with this machine's boot id: ``@local``, a chroot or container sharing our kernel).
     """
+    from dlrig.deploys import deploy_file
+    from dlrig.engine.runner import pyinfra_command, run_pyinfra
+
     changed = driver_changed_hosts(results)
     if not changed:
         return {}
@@ -384,6 +399,10 @@ def after_apply(inventory: str, results: dict | None, reboot: bool, quiet: bool 
 
 def echo_tunnel_hints(hosts: list, summary: dict | None = None, as_json: bool = False) -> None:
     """Print :func:`dlrig.roles.settings.jupyter.tunnel_hint` for every host that got the jupyter role (stderr with --json)."""
+    from dlrig.engine.catalogue import parse_roles
+    from dlrig.engine.preflight import effective_data
+    from dlrig.roles.settings.jupyter import tunnel_hint
+
     for h in hosts:
         data = effective_data(h.data)
         if "jupyter" not in parse_roles(data.get("dlrig_roles")):

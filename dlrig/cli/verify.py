@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from dlrig.cli import common
-from dlrig.engine.inventory import UserError
 
 
 @click.command()
@@ -34,7 +33,7 @@ def verify(inventory: str | None, local: bool, python: str | None, roles: str | 
     """
     import tempfile
 
-    from dlrig.engine.inventory import load_inventory, validate
+    from dlrig.engine.inventory import UserError, load_inventory, validate
     from dlrig.engine.preflight import effective_data
     from dlrig.verify import report as R
     from dlrig.verify import runner as V

@@ -54,3 +54,39 @@ def test_the_probe_sees_pyinfra_when_a_command_loads_it(tmp_path):
     probe = PROBE.replace("from dlrig.cli import main", "import dlrig.roles.base\nfrom dlrig.cli import main")
     subprocess.run([sys.executable, "-c", probe, str(out), "--help"], cwd=ROOT, capture_output=True, text=True)
     assert "pyinfra.api" in json.loads(out.read_text())
+
+
+# What the command modules use only when their command runs (issue 13: `dlrig --help` <= 0.1 s): the
+# engine (inventory -> settings, passwords -> hashlib, runner, applylock, noop), the GPU tables
+# (resolver, table, packages: gpus.json), the deploys and roles, verify and the test hosts, and the
+# stdlib modules only a running command needs (subprocess, getpass -> termios, hashlib).
+HELP_UNUSED = ("dlrig.engine", "dlrig.gpu", "dlrig.deploys", "dlrig.roles", "dlrig.verify", "dlrig.testing",
+               "subprocess", "getpass", "termios", "hashlib")
+
+
+def _modules_of(args: list[str], tmp_path: Path) -> list[str]:
+    out = tmp_path / "modules.json"
+    r = subprocess.run([sys.executable, "-c", PROBE, str(out), *args], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text())
+
+
+def _named(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == n or m.startswith(n + ".") for n in names)]
+
+
+def test_help_imports_only_the_cli_and_click(tmp_path):
+    """`dlrig --help` lists every command with its docstring's first line, loading none of the
+    modules a command imports when it runs."""
+    modules = _modules_of(["--help"], tmp_path)
+    assert "dlrig.cli.run" in modules and "click" in modules
+    assert _named(modules, HELP_UNUSED) == []
+
+
+def test_the_probe_sees_what_a_running_command_imports(tmp_path):
+    """Control: the same list catches the lazy imports once a command runs (`resolve` loads the
+    resolver and its tables, `check` the inventory reader and settings)."""
+    assert {"dlrig.gpu.resolver", "dlrig.gpu.table"} <= set(_named(_modules_of(["resolve", "--cpu-only"], tmp_path),
+                                                                   HELP_UNUSED))
+    assert {"dlrig.engine.inventory", "dlrig.engine.settings"} <= set(
+        _named(_modules_of(["check", "inventories/example.py"], tmp_path), HELP_UNUSED))
