@@ -1,12 +1,11 @@
 """``dlrig plan``, ``apply``, ``check`` and ``settings``: validation and reporting around pyinfra,
 never a second engine; after ``apply``, the reboot step for hosts whose NVIDIA driver changed and
-the SSH tunnel line for JupyterLab."""
+the SSH tunnel line for JupyterLab (``dlrig.cli.afterapply``)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -150,6 +149,7 @@ def apply(inventory: str, roles: str | None, data: tuple[str, ...], as_json: boo
           reboot: bool = False, locked: str | None = None, restore: str | None = None,
           no_fast: bool = False) -> None:
     """Apply the roles to every host in INVENTORY and summarise per host."""
+    from dlrig.cli.afterapply import after_apply, echo_tunnel_hints
     from dlrig.deploys import deploy_file
     from dlrig.engine import noop
     from dlrig.engine.inventory import UserError
@@ -317,11 +317,7 @@ def check(inventory: str, roles: str | None, data: tuple[str, ...]) -> None:
               help="With --python: refresh the generated block of this inventory file.")
 def settings(role: str | None, as_python: bool, write_to: str | None) -> None:
     """List every setting: key, default, allowed values and help."""
-    from dlrig.engine.settings import (
-        commented_defaults,
-        registry,
-        write_commented_defaults,
-    )
+    from dlrig.engine.settings import commented_defaults, registry, write_commented_defaults
 
     if write_to:
         changed = write_commented_defaults(write_to)
@@ -335,79 +331,3 @@ def settings(role: str | None, as_python: bool, write_to: str | None) -> None:
             continue
         click.echo(f"{s.role:14} {s.key:30} default {s.default!r}")
         click.echo(f"{'':14} {'':30} {s.allowed()}: {s.help}")
-
-
-# --- after apply: reboot where the driver changed; the Jupyter tunnel -------------------------
-
-def driver_changed_hosts(results: dict | None) -> list[str]:
-    """Hosts where the nvidia_driver role installed or removed driver packages in this run."""
-    from dlrig.roles.settings.nvidia_driver import OP_PACKAGES, OP_REMOVE
-
-    wanted = {f"nvidia_driver | {OP_PACKAGES}", f"nvidia_driver | {OP_REMOVE}"}
-    changed: set[str] = set()
-    for op in (results or {}).get("operations", []):
-        if wanted & set(op.get("names") or [op.get("name")]):
-            changed.update(op.get("success", []))
-    return sorted(changed)
-
-
-def local_boot_id() -> str:
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-
-
-def after_apply(inventory: str, results: dict | None, reboot: bool, quiet: bool = False) -> dict[str, str]:
-    """Per host whose driver changed: "reboot required", or with ``reboot`` "rebooted" / "not rebooted: why".
-
-    Reboots through pyinfra's ``server.reboot`` (reconnects, waits); never the machine dlrig runs on
-    (a host with this machine's boot id: ``@local``, a chroot or container sharing our kernel).
-    """
-    from dlrig.deploys import deploy_file
-    from dlrig.engine.runner import pyinfra_command, run_pyinfra
-
-    changed = driver_changed_hosts(results)
-    if not changed:
-        return {}
-    if not reboot:
-        status = {h: "reboot required" for h in changed}
-        if not quiet:
-            for h in changed:
-                click.echo(f"{h}: reboot required (NVIDIA driver changed): reboot it or run `dlrig apply --reboot`")
-        return status
-    cmd = pyinfra_command(inventory, deploy_file("reboot"), dry=False, data={"dlrig_local_boot_id": local_boot_id()},
-                          limit=changed)
-
-    result = run_pyinfra(cmd, show_progress=not quiet)
-    rebooted, refused = set(), set()
-    for op in (result.results or {}).get("operations", []):
-        names = set(op.get("names") or [op.get("name")])
-        if any("reboot (driver changed)" in n for n in names):
-            rebooted.update(op.get("success", []))
-        if any("not rebooting" in n for n in names):
-            refused.update(op.get("success", []) + op.get("no_change", []))
-    status = {}
-    for h in changed:
-        if h in rebooted:
-            status[h] = "rebooted"
-        elif h in refused:
-            status[h] = "not rebooted: it is the machine dlrig runs on; reboot it yourself"
-        else:
-            status[h] = "reboot failed: " + (common.tail(result.stderr, 3) or "see pyinfra's output")
-        if not quiet:
-            click.echo(f"{h}: {status[h]}")
-    return status
-
-
-def echo_tunnel_hints(hosts: list, summary: dict | None = None, as_json: bool = False) -> None:
-    """Print :func:`dlrig.roles.settings.jupyter.tunnel_hint` for every host that got the jupyter role (stderr with --json)."""
-    from dlrig.engine.catalogue import parse_roles
-    from dlrig.engine.preflight import effective_data
-    from dlrig.roles.settings.jupyter import tunnel_hint
-
-    for h in hosts:
-        data = effective_data(h.data)
-        if "jupyter" not in parse_roles(data.get("dlrig_roles")):
-            continue
-        if summary is not None and h.name in summary and not summary[h.name].ok:
-            continue
-        click.echo("", err=as_json)
-        click.echo(tunnel_hint(h.name, data), err=as_json)

@@ -13,5 +13,5 @@ def help_texts() -> dict[str, str]:
     for args in [[], *([name] for name in sorted(main.commands))]:
         r = runner.invoke(main, [*args, "--help"], prog_name="dlrig", terminal_width=80)
         assert r.exit_code == 0, r.output
-        out[" ".join(["dlrig", *args, "--help"])] = r.output
+        out["dlrig " + " ".join([*args, "--help"])] = r.output
     return out

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlrig.cli.resolve import resolve as resolve_cli
-from dlrig.cli.run import driver_changed_hosts
+from dlrig.cli.afterapply import driver_changed_hosts
 from dlrig.gpu.resolver import CUDA_MIN_DRIVER, TORCH, ResolveError, resolve
 from dlrig.gpu.table import lookup
 
