@@ -44,9 +44,7 @@ def install_command(url: str, sha256: str, prefix: str, cached: str | None = Non
     """
     u, p = shlex.quote(url), shlex.quote(prefix)
     c = shlex.quote(cached) if cached else None
-    fetch = ("if command -v curl >/dev/null; then "
-             f'curl -fsSL --retry 3 -o "$tmp/installer.sh" {u}; '
-             f'else wget -q -O "$tmp/installer.sh" {u}; fi')
+    fetch = download.fetch_command(url, '"$tmp/installer.sh"')
     if prefetched:
         fetch = (f'{prefetch.join_script(prefetched, chr(34) + "$tmp/installer.sh" + chr(34), url)}\n'
                  f'if [ ! -f "$tmp/installer.sh" ]; then {fetch}; fi')

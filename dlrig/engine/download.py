@@ -11,6 +11,7 @@ owner's terminal. The command's exit status is the wrapped command's.
 from __future__ import annotations
 
 import re
+import shlex
 
 from pyinfra.api.command import StringCommand
 
@@ -32,6 +33,26 @@ class WatchedCommand(StringCommand):
         connector_arguments.update(self.connector_arguments)
         return host.run_shell_command(self, print_output=True, print_input=state.print_input,
                                       **connector_arguments)
+
+
+def fetch_command(url: str, out: str, *, replace_shell: bool = False) -> str:
+    """Shell lines downloading ``url`` to ``out`` (a shell word) on the host with curl, else wget,
+    else python3 (a minimal Debian has python3 before the base role installs curl); the
+    downloader's message on stderr, its exit status the command's. ``replace_shell``: the
+    downloader replaces the shell (``exec``), so the shell's pid is the download's."""
+    u, x = shlex.quote(url), "exec " if replace_shell else ""
+    py = shlex.quote(
+        "import shutil, sys, urllib.request\n"
+        "try:\n"
+        "    with urllib.request.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], 'wb') as f:\n"
+        "        shutil.copyfileobj(r, f, 1 << 20)\n"
+        "except Exception as e:\n"
+        "    sys.exit(f'dlrig: downloading {sys.argv[1]} failed: {e}')\n"
+    )
+    return ("if command -v curl >/dev/null; then "
+            f"{x}curl -fsSL --retry 3 -o {out} {u}; "
+            f"elif command -v wget >/dev/null; then {x}wget -q -O {out} {u}; "
+            f"else {x}python3 -c {py} {u} {out}; fi")
 
 
 def watched(command: str, paths: list[str], label: str = "downloaded", total: str | None = None,

@@ -26,6 +26,8 @@ from __future__ import annotations
 import shlex
 from typing import Callable
 
+from dlrig.engine.download import fetch_command
+
 _PENDING = "_dlrig_prefetch_pending"  # host attribute: prefetch functions not yet started this run
 
 #: the spool folder, a shell word (TMPDIR expands on the host)
@@ -59,25 +61,8 @@ def start(host) -> None:
 
 # --- on the host -------------------------------------------------------------------------------
 
-def _fetch(url: str, out: str) -> str:
-    """Shell lines downloading ``url`` to ``out`` with curl, else wget, else python3 (a minimal
-    Debian has python3 before the base role installs curl); the downloader's message on stderr."""
-    u, o = shlex.quote(url), out
-    py = shlex.quote(
-        "import shutil, sys, urllib.request\n"
-        "try:\n"
-        "    with urllib.request.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], 'wb') as f:\n"
-        "        shutil.copyfileobj(r, f, 1 << 20)\n"
-        "except Exception as e:\n"
-        "    sys.exit(f'dlrig: downloading {sys.argv[1]} failed: {e}')\n"
-    )
-    return ("if command -v curl >/dev/null; then "
-            f"exec curl -fsSL --retry 3 -o {o} {u}; "
-            f"elif command -v wget >/dev/null; then exec wget -q -O {o} {u}; "
-            f"else exec python3 -c {py} {u} {o}; fi")
-
-
-#: the partial download, as the fetch command (``sh -c "$FETCH" dlrig-fetch SPOOL``) names it
+#: the partial download, as the fetch command (``sh -c "$FETCH" dlrig-fetch SPOOL``) names it;
+#: the downloader replaces that shell, so the watchdog's job is the download itself
 PART = '"$1/file.part"'
 
 #: the watchdog, run detached (setsid): $1 spool, $2 the sshd process of the connection; $FETCH
@@ -125,7 +110,7 @@ def start_command(url: str, spool_dir: str, skip_if: str | None = None) -> str:
         '[ -f "$d/pid" ] && kill "$(cat "$d/pid")" 2>/dev/null; rm -rf "$d"; '
         'else echo "dlrig: $d is not ours: downloading later, in the foreground"; exit 0; fi; fi',
         'mkdir -m 700 "$d" || exit 0',
-        f"FETCH={shlex.quote(_fetch(url, PART))}; export FETCH",
+        f"FETCH={shlex.quote(fetch_command(url, PART, replace_shell=True))}; export FETCH",
         f'setsid sh -c {shlex.quote(_WATCHDOG)} dlrig-prefetch "$d" "$conn" </dev/null >/dev/null 2>&1 &',
         f"i=0; while [ ! -f \"$d/pid\" ] && [ $i -lt {START_WAIT * 10} ]; do sleep 0.1; i=$((i + 1)); done",
         f'echo {shlex.quote(f"dlrig: downloading {url} in the background")} "(watchdog $(cat "$d/pid" 2>/dev/null))"',
